@@ -1,0 +1,330 @@
+//! Settings (contract section 5): every one an environment variable and a
+//! `--flag`, parsed by clap, then turned into a typed [`WorkerConfig`] whose
+//! errors name the setting at fault.
+
+use crate::{
+    broker::{QueueType, Topology},
+    provider::{ClientError, Provider, ProviderClient},
+    retry::RetryPolicy,
+    secret::{ApiKey, KeyError},
+};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "notify-worker",
+    version,
+    about = "Delivers email and SMS jobs from RabbitMQ through MigoSMTP and Telnxo; failures go to PostgreSQL"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, env = "NOTIFY_LOG_FORMAT", value_name = "NOTIFY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter, in tracing's `EnvFilter` syntax.
+    #[arg(
+        long,
+        env = "NOTIFY_LOG_LEVEL",
+        value_name = "NOTIFY_LOG_LEVEL",
+        default_value = "info",
+        global = true
+    )]
+    pub log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume both queues and deliver jobs.
+    Run(Box<RunArgs>),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL for the dead-letter table.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        hide_env_values = true,
+        hide_default_value = false
+    )]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// RabbitMQ URL.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        value_name = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+    /// Do not apply migrations at start-up.
+    #[arg(long, env = "NOTIFY_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    #[arg(
+        long,
+        env = "MIGOSMTP_BASE_URL",
+        value_name = "MIGOSMTP_BASE_URL",
+        default_value = "https://api.migosmtp.com"
+    )]
+    pub migosmtp_base_url: String,
+    /// MigoSMTP API key (prefer MIGOSMTP_API_KEY_FILE).
+    #[arg(
+        long,
+        env = "MIGOSMTP_API_KEY",
+        value_name = "MIGOSMTP_API_KEY",
+        hide_env_values = true
+    )]
+    pub migosmtp_api_key: Option<String>,
+    /// File holding the MigoSMTP API key.
+    #[arg(
+        long,
+        env = "MIGOSMTP_API_KEY_FILE",
+        value_name = "MIGOSMTP_API_KEY_FILE"
+    )]
+    pub migosmtp_api_key_file: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "TELNXO_BASE_URL",
+        value_name = "TELNXO_BASE_URL",
+        default_value = "https://api.telnxo.com"
+    )]
+    pub telnxo_base_url: String,
+    /// Telnxo API key (prefer TELNXO_API_KEY_FILE).
+    #[arg(
+        long,
+        env = "TELNXO_API_KEY",
+        value_name = "TELNXO_API_KEY",
+        hide_env_values = true
+    )]
+    pub telnxo_api_key: Option<String>,
+    /// File holding the Telnxo API key.
+    #[arg(long, env = "TELNXO_API_KEY_FILE", value_name = "TELNXO_API_KEY_FILE")]
+    pub telnxo_api_key_file: Option<PathBuf>,
+
+    /// Provider calls per job before `retries_exhausted`.
+    #[arg(long, env = "NOTIFY_MAX_ATTEMPTS", value_name = "NOTIFY_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Backoff base, in milliseconds.
+    #[arg(long, env = "NOTIFY_RETRY_BASE_MS", value_name = "NOTIFY_RETRY_BASE_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_base_ms: u64,
+    /// Backoff cap, in milliseconds.
+    #[arg(long, env = "NOTIFY_RETRY_MAX_MS", value_name = "NOTIFY_RETRY_MAX_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_max_ms: u64,
+    /// Longest `Retry-After` obeyed, in milliseconds.
+    #[arg(
+        long,
+        env = "NOTIFY_RETRY_AFTER_MAX_MS",
+        value_name = "NOTIFY_RETRY_AFTER_MAX_MS",
+        default_value_t = 60_000
+    )]
+    pub retry_after_max_ms: u64,
+    /// Timeout of one provider call, in milliseconds.
+    #[arg(long, env = "NOTIFY_REQUEST_TIMEOUT_MS", value_name = "NOTIFY_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
+    /// Unacked deliveries per queue, so jobs processed concurrently per queue.
+    #[arg(long, env = "NOTIFY_PREFETCH", value_name = "NOTIFY_PREFETCH", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+    /// Pause of a provider after an auth failure, in seconds; 0 turns it off.
+    #[arg(
+        long,
+        env = "NOTIFY_AUTH_PAUSE_SECS",
+        value_name = "NOTIFY_AUTH_PAUSE_SECS",
+        default_value_t = 30
+    )]
+    pub auth_pause_secs: u64,
+    /// Admin HTTP address (/healthz, /readyz, /metrics).
+    #[arg(
+        long,
+        env = "NOTIFY_ADMIN_ADDR",
+        value_name = "NOTIFY_ADMIN_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub admin_addr: SocketAddr,
+    /// How long in-flight jobs may take to finish after SIGTERM, in seconds.
+    #[arg(
+        long,
+        env = "NOTIFY_DRAIN_TIMEOUT_SECS",
+        value_name = "NOTIFY_DRAIN_TIMEOUT_SECS",
+        default_value_t = 25
+    )]
+    pub drain_timeout_secs: u64,
+    /// Largest job body accepted, in bytes.
+    #[arg(long, env = "NOTIFY_MAX_BODY_BYTES", value_name = "NOTIFY_MAX_BODY_BYTES", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(2..=(128 * 1024 * 1024)))]
+    pub max_body_bytes: u64,
+    /// Queue type used when declaring the queues.
+    #[arg(long, env = "NOTIFY_QUEUE_TYPE", value_name = "NOTIFY_QUEUE_TYPE", value_enum, default_value_t = QueueType::Quorum)]
+    pub queue_type: QueueType,
+    #[arg(
+        long,
+        env = "NOTIFY_EXCHANGE",
+        value_name = "NOTIFY_EXCHANGE",
+        default_value = "notifications"
+    )]
+    pub exchange: String,
+    #[arg(
+        long,
+        env = "NOTIFY_EMAIL_QUEUE",
+        value_name = "NOTIFY_EMAIL_QUEUE",
+        default_value = "notifications.email"
+    )]
+    pub email_queue: String,
+    #[arg(
+        long,
+        env = "NOTIFY_SMS_QUEUE",
+        value_name = "NOTIFY_SMS_QUEUE",
+        default_value = "notifications.sms"
+    )]
+    pub sms_queue: String,
+}
+
+/// A setting that cannot be used. Exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{setting} is not set (set it or {setting}_FILE)")]
+    MissingKey { setting: &'static str },
+    #[error("{setting} and {setting}_FILE are both set; set only one")]
+    BothKeys { setting: &'static str },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The validated settings of `notify-worker run`.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub amqp_url: String,
+    pub database_url: String,
+    pub migrate: bool,
+    pub email: ProviderClient,
+    pub sms: ProviderClient,
+    pub retry: RetryPolicy,
+    pub prefetch: u16,
+    pub auth_pause: Duration,
+    pub admin_addr: SocketAddr,
+    pub drain_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub topology: Topology,
+}
+
+impl TryFrom<RunArgs> for WorkerConfig {
+    type Error = ConfigError;
+
+    fn try_from(a: RunArgs) -> Result<Self, ConfigError> {
+        if a.retry_base_ms > a.retry_max_ms {
+            return Err(ConfigError::Invalid(format!(
+                "NOTIFY_RETRY_BASE_MS ({}) is above NOTIFY_RETRY_MAX_MS ({})",
+                a.retry_base_ms, a.retry_max_ms
+            )));
+        }
+        for (setting, name) in [
+            ("NOTIFY_EXCHANGE", &a.exchange),
+            ("NOTIFY_EMAIL_QUEUE", &a.email_queue),
+            ("NOTIFY_SMS_QUEUE", &a.sms_queue),
+        ] {
+            if name.is_empty() || name.len() > 255 {
+                return Err(ConfigError::Invalid(format!(
+                    "{setting} must be 1 to 255 bytes long"
+                )));
+            }
+        }
+        if a.email_queue == a.sms_queue {
+            return Err(ConfigError::Invalid(
+                "NOTIFY_EMAIL_QUEUE and NOTIFY_SMS_QUEUE must differ".into(),
+            ));
+        }
+        let timeout = Duration::from_millis(a.request_timeout_ms);
+        let pool = usize::from(a.prefetch);
+        let email_key = load_key(
+            a.migosmtp_api_key.as_deref(),
+            a.migosmtp_api_key_file.as_deref(),
+            "MIGOSMTP_API_KEY",
+        )?;
+        let sms_key = load_key(
+            a.telnxo_api_key.as_deref(),
+            a.telnxo_api_key_file.as_deref(),
+            "TELNXO_API_KEY",
+        )?;
+        let email = ProviderClient::new(
+            Provider::MigoSmtp,
+            &a.migosmtp_base_url,
+            "MIGOSMTP_BASE_URL",
+            email_key,
+            timeout,
+            pool,
+        )?;
+        let sms = ProviderClient::new(
+            Provider::Telnxo,
+            &a.telnxo_base_url,
+            "TELNXO_BASE_URL",
+            sms_key,
+            timeout,
+            pool,
+        )?;
+        Ok(Self {
+            amqp_url: a.amqp_url,
+            database_url: a.database.database_url,
+            migrate: !a.no_migrate,
+            email,
+            sms,
+            retry: RetryPolicy {
+                max_attempts: a.max_attempts,
+                base: Duration::from_millis(a.retry_base_ms),
+                cap: Duration::from_millis(a.retry_max_ms),
+                retry_after_cap: Duration::from_millis(a.retry_after_max_ms),
+            },
+            prefetch: a.prefetch,
+            auth_pause: Duration::from_secs(a.auth_pause_secs),
+            admin_addr: a.admin_addr,
+            drain_timeout: Duration::from_secs(a.drain_timeout_secs),
+            max_body_bytes: usize::try_from(a.max_body_bytes).unwrap_or(usize::MAX),
+            topology: Topology {
+                exchange: a.exchange,
+                email_queue: a.email_queue,
+                sms_queue: a.sms_queue,
+                queue_type: a.queue_type,
+            },
+        })
+    }
+}
+
+fn load_key(
+    value: Option<&str>,
+    file: Option<&std::path::Path>,
+    setting: &'static str,
+) -> Result<ApiKey, ConfigError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigError::BothKeys { setting }),
+        (Some(v), None) => Ok(ApiKey::parse(v, setting)?),
+        (None, Some(path)) => Ok(ApiKey::from_file(path, file_setting(setting))?),
+        (None, None) => Err(ConfigError::MissingKey { setting }),
+    }
+}
+
+fn file_setting(setting: &'static str) -> &'static str {
+    match setting {
+        "MIGOSMTP_API_KEY" => "MIGOSMTP_API_KEY_FILE",
+        _ => "TELNXO_API_KEY_FILE",
+    }
+}

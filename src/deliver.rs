@@ -1,0 +1,132 @@
+//! Sending one job: provider calls, classified, retried while transient.
+
+use crate::{
+    classify::{Class, classify, error_code, error_message},
+    deadletter::codes,
+    job::Job,
+    metrics,
+    provider::{ProviderClient, Response},
+    retry::RetryPolicy,
+};
+use tokio_util::sync::CancellationToken;
+
+/// How the sending of one job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Sent {
+        attempts: u32,
+        status: u16,
+    },
+    Failed(Failure),
+    /// Shutdown came while waiting to retry: the job goes back to the queue.
+    Abandoned {
+        attempts: u32,
+    },
+}
+
+/// What a dead-letter row needs from the sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub error_code: String,
+    pub reason: String,
+    pub http_status: Option<u16>,
+    pub provider_response: Option<String>,
+    pub attempts: u32,
+    /// 401/402/403: the key or the account is at fault.
+    pub auth: bool,
+}
+
+/// Sends `job` through `client`, retrying transient failures per `policy`.
+/// A retry wait ends early on `shutdown`, so draining is not held up by backoff.
+pub async fn deliver(
+    job: &Job,
+    client: &ProviderClient,
+    policy: &RetryPolicy,
+    shutdown: &CancellationToken,
+) -> Delivery {
+    let channel = job.channel();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (response, took) = client.send(&job.message).await;
+        let (status, retry_after, body, transport) = match response {
+            Response::Http {
+                status,
+                retry_after,
+                body,
+            } => (Some(status), retry_after, body, None),
+            Response::Transport(error) => (None, None, String::new(), Some(error)),
+        };
+        metrics::provider_call(client.provider(), status, took);
+        let class = match status {
+            Some(s) => classify(s, &body),
+            None => Class::Transient,
+        };
+        match class {
+            Class::Sent => {
+                return Delivery::Sent {
+                    attempts,
+                    status: status.unwrap_or_default(),
+                };
+            }
+            Class::AuthFailure { code, reason } => {
+                return Delivery::Failed(Failure {
+                    error_code: code,
+                    reason,
+                    http_status: status,
+                    provider_response: Some(body),
+                    attempts,
+                    auth: true,
+                });
+            }
+            Class::Rejected { code } => {
+                let s = status.unwrap_or_default();
+                let detail = match (code, error_message(&body)) {
+                    (Some(c), Some(m)) => format!(" {c}: {m}"),
+                    (Some(c), None) => format!(" {c}"),
+                    (None, Some(m)) => format!(": {m}"),
+                    (None, None) => String::new(),
+                };
+                return Delivery::Failed(Failure {
+                    error_code: codes::REJECTED.into(),
+                    reason: format!(
+                        "{} refused the job with HTTP {s}{detail}; the job itself must be fixed",
+                        client.provider()
+                    ),
+                    http_status: status,
+                    provider_response: Some(body),
+                    attempts,
+                    auth: false,
+                });
+            }
+            Class::Transient => {}
+        }
+        let Some(wait) = policy.delay(attempts, retry_after) else {
+            let last = match (&transport, status) {
+                (Some(error), _) => error.clone(),
+                (None, Some(s)) => match error_code(&body) {
+                    Some(code) => format!("HTTP {s} {code}"),
+                    None => format!("HTTP {s}"),
+                },
+                (None, None) => "no response".into(),
+            };
+            return Delivery::Failed(Failure {
+                error_code: codes::RETRIES_EXHAUSTED.into(),
+                reason: format!(
+                    "{} failed {attempts} times in a row, giving up; last: {last}",
+                    client.provider()
+                ),
+                http_status: status,
+                provider_response: status.map(|_| body),
+                attempts,
+                auth: false,
+            });
+        };
+        metrics::retried(channel);
+        tracing::debug!(job_id = %job.id, %channel, attempts, ?status, wait_ms = wait.as_millis() as u64, "transient failure, will retry");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return Delivery::Abandoned { attempts },
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! notify-worker: delivers email and SMS jobs from RabbitMQ through the
+//! MigoSMTP and Telnxo HTTP APIs, retries what is transient, and writes what
+//! cannot succeed to a PostgreSQL dead-letter table.
+//!
+//! A job's path: [`consume`] → [`job`] (decode) → [`deliver`] with
+//! [`provider`] (send) and [`classify`] → [`settle`], composed in [`process`].
+
+pub mod admin;
+pub mod app;
+pub mod broker;
+pub mod classify;
+pub mod configuration;
+pub mod consume;
+pub mod deadletter;
+pub mod deliver;
+pub mod job;
+pub mod metrics;
+pub mod process;
+pub mod provider;
+pub mod retry;
+pub mod secret;
+pub mod settle;
+pub mod shutdown;
+pub mod telemetry;

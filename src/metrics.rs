@@ -1,0 +1,104 @@
+//! Metric names and the few helpers that record them. Labels hold channels,
+//! providers, outcome classes and known error codes only: never a key, a
+//! recipient or a job id.
+
+use crate::{job::Channel, provider::Provider};
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::{sync::OnceLock, time::Duration};
+
+pub const JOBS: &str = "notify_jobs_total";
+pub const DEAD_LETTERS: &str = "notify_dead_letters_total";
+pub const RETRIES: &str = "notify_retries_total";
+pub const PROVIDER_DURATION: &str = "notify_provider_request_duration_seconds";
+pub const IN_FLIGHT: &str = "notify_jobs_in_flight";
+pub const DEAD_LETTER_WRITE_FAILURES: &str = "notify_dead_letter_write_failures_total";
+
+/// The process-wide Prometheus recorder, installed on first use. Several
+/// workers in one process (tests) share it.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(PROVIDER_DURATION.to_owned()),
+                    &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+                )
+                .map(PrometheusBuilder::build_recorder);
+            match recorder {
+                Ok(recorder) => {
+                    let handle = recorder.handle();
+                    // Fails only if another recorder is installed; then ours
+                    // stays empty, which /metrics shows rather than hides.
+                    let _ = metrics::set_global_recorder(recorder);
+                    handle
+                }
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+/// Final outcome of one job: `sent`, `dead_lettered` or `requeued`.
+pub fn job_outcome(channel: Channel, outcome: &'static str) {
+    counter!(JOBS, "channel" => channel.as_str(), "outcome" => outcome).increment(1);
+}
+
+pub fn dead_lettered(channel: Channel, error_code: &str) {
+    counter!(DEAD_LETTERS, "channel" => channel.as_str(), "error_code" => code_label(error_code))
+        .increment(1);
+}
+
+pub fn retried(channel: Channel) {
+    counter!(RETRIES, "channel" => channel.as_str()).increment(1);
+}
+
+/// `status_class` is `2xx`, `4xx`, `5xx` or `transport`.
+pub fn provider_call(provider: Provider, status: Option<u16>, took: Duration) {
+    let class = match status {
+        Some(s @ 100..=599) => ["1xx", "2xx", "3xx", "4xx", "5xx"][usize::from(s / 100 - 1)],
+        Some(_) => "other",
+        None => "transport",
+    };
+    histogram!(PROVIDER_DURATION, "provider" => provider.as_str(), "status_class" => class)
+        .record(took.as_secs_f64());
+}
+
+pub fn dead_letter_write_failed() {
+    counter!(DEAD_LETTER_WRITE_FAILURES).increment(1);
+}
+
+/// Counts a job in flight for as long as it lives.
+pub struct InFlight(Channel);
+
+impl InFlight {
+    pub fn start(channel: Channel) -> Self {
+        gauge!(IN_FLIGHT, "channel" => channel.as_str()).increment(1.0);
+        Self(channel)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!(IN_FLIGHT, "channel" => self.0.as_str()).decrement(1.0);
+    }
+}
+
+/// Provider codes are free text: only known ones become label values.
+fn code_label(code: &str) -> &'static str {
+    const KNOWN: [&str; 11] = [
+        "invalid_job",
+        "rejected",
+        "retries_exhausted",
+        "authentication_failed",
+        "invalid_api_key",
+        "insufficient_scope",
+        "account_suspended",
+        "ip_not_whitelisted",
+        "unauthorized",
+        "payment_required",
+        "forbidden",
+    ];
+    KNOWN.into_iter().find(|k| *k == code).unwrap_or("other")
+}

@@ -1,0 +1,268 @@
+//! Provider HTTP clients: MigoSMTP for email, Telnxo for SMS. One pooled
+//! client per provider, each holding only its own key.
+
+use crate::{
+    job::{Channel, Message},
+    secret::ApiKey,
+};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use std::{
+    fmt,
+    time::{Duration, Instant, SystemTime},
+};
+
+/// Largest provider body kept (for `dead_letters.provider_response`).
+pub const MAX_RESPONSE_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Provider {
+    MigoSmtp,
+    Telnxo,
+}
+
+impl Provider {
+    pub fn for_channel(channel: Channel) -> Self {
+        match channel {
+            Channel::Email => Provider::MigoSmtp,
+            Channel::Sms => Provider::Telnxo,
+        }
+    }
+
+    /// The value stored in `dead_letters.provider` and used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::MigoSmtp => "migosmtp",
+            Provider::Telnxo => "telnxo",
+        }
+    }
+
+    /// The setting a person must change when this provider refuses the key.
+    pub fn key_setting(self) -> &'static str {
+        match self {
+            Provider::MigoSmtp => "MIGOSMTP_API_KEY",
+            Provider::Telnxo => "TELNXO_API_KEY",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Provider::MigoSmtp => "/v1/email/send",
+            Provider::Telnxo => "/v1/sms/send",
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one HTTP call returned.
+#[derive(Debug, Clone)]
+pub enum Response {
+    Http {
+        status: u16,
+        retry_after: Option<Duration>,
+        /// At most [`MAX_RESPONSE_BYTES`], cut on a character boundary.
+        body: String,
+    },
+    /// No response: connect error, reset, timeout.
+    Transport(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{setting} is not a valid base URL: {reason}")]
+    BadUrl {
+        setting: &'static str,
+        reason: String,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+/// A typed client for one provider.
+#[derive(Clone)]
+pub struct ProviderClient {
+    provider: Provider,
+    http: reqwest::Client,
+    url: reqwest::Url,
+    key: ApiKey,
+}
+
+impl fmt::Debug for ProviderClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderClient")
+            .field("provider", &self.provider)
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProviderClient {
+    pub fn new(
+        provider: Provider,
+        base_url: &str,
+        url_setting: &'static str,
+        key: ApiKey,
+        timeout: Duration,
+        pool_size: usize,
+    ) -> Result<Self, ClientError> {
+        let bad = |reason: String| ClientError::BadUrl {
+            setting: url_setting,
+            reason,
+        };
+        let base = reqwest::Url::parse(base_url).map_err(|e| bad(e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(bad("scheme must be http or https".into()));
+        }
+        let url = base
+            .join(&format!(
+                "{}{}",
+                base.path().trim_end_matches('/'),
+                provider.path()
+            ))
+            .map_err(|e| bad(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(pool_size)
+            .user_agent(concat!("notify-worker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        Ok(Self {
+            provider,
+            http,
+            url,
+            key,
+        })
+    }
+
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// Sends `message` once. Never fails: a missing response is a
+    /// [`Response::Transport`], which the caller classifies as transient.
+    pub async fn send(&self, message: &Message) -> (Response, Duration) {
+        let started = Instant::now();
+        let request = self.http.post(self.url.clone());
+        let request = match message {
+            Message::Email(job) => request.json(job),
+            Message::Sms(job) => request.json(job),
+        };
+        let response = request
+            .header(AUTHORIZATION, self.authorization())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return (Response::Transport(describe(&e)), started.elapsed()),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| crate::retry::parse_retry_after(v, SystemTime::now()));
+        let body = match response.bytes().await {
+            // Some APIs echo the key they refused: it must not reach a row.
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes).replace(self.key.expose(), "[redacted]");
+                truncate_utf8(text.as_bytes(), MAX_RESPONSE_BYTES)
+            }
+            Err(e) if status < 300 => {
+                // The provider said yes; a body lost after that changes nothing.
+                tracing::debug!(error = %describe(&e), "provider body unreadable after 2xx");
+                String::new()
+            }
+            Err(e) => return (Response::Transport(describe(&e)), started.elapsed()),
+        };
+        let response = Response::Http {
+            status,
+            retry_after,
+            body,
+        };
+        (response, started.elapsed())
+    }
+
+    fn authorization(&self) -> HeaderValue {
+        // The key was checked for whitespace and control characters at parse
+        // time; the fallback only keeps this total.
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.key.expose()))
+            .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+        value.set_sensitive(true);
+        value
+    }
+}
+
+/// A transport error in words, with its kind first (timeout, connect, ...).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect error"
+    } else if e.is_body() || e.is_decode() {
+        "body error"
+    } else {
+        "request error"
+    };
+    let mut text = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// Keeps at most `max` bytes of `bytes` as text, cut on a character boundary;
+/// NUL, which Postgres text refuses, becomes U+FFFD.
+pub fn truncate_utf8(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].replace('\0', "\u{FFFD}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        let s = "é".repeat(3000);
+        let t = truncate_utf8(s.as_bytes(), MAX_RESPONSE_BYTES);
+        assert!(t.len() <= MAX_RESPONSE_BYTES);
+        assert_eq!(truncate_utf8(b"a\0b", 10), "a\u{FFFD}b");
+    }
+
+    #[test]
+    fn url_joins_base_with_a_path() {
+        let key = ApiKey::parse("k", "X").unwrap();
+        let c = ProviderClient::new(
+            Provider::Telnxo,
+            "http://127.0.0.1:9/prefix/",
+            "TELNXO_BASE_URL",
+            key.clone(),
+            Duration::from_secs(1),
+            4,
+        )
+        .unwrap();
+        assert_eq!(c.url.as_str(), "http://127.0.0.1:9/prefix/v1/sms/send");
+        let err = ProviderClient::new(
+            Provider::Telnxo,
+            "ftp://x",
+            "TELNXO_BASE_URL",
+            key,
+            Duration::from_secs(1),
+            4,
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("TELNXO_BASE_URL"));
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests against the real RabbitMQ and PostgreSQL on loopback,
+//! with fake providers served over HTTP.
+
+mod admin;
+mod binary;
+mod decoding;
+mod outcomes;
+mod retries;
+mod support;

@@ -1,0 +1,154 @@
+//! Transient failures: retried with backoff, `Retry-After` honoured, and
+//! exactly NOTIFY_MAX_ATTEMPTS calls before `retries_exhausted`.
+
+use crate::support::*;
+use std::time::{Duration, SystemTime};
+
+#[tokio::test]
+async fn transient_statuses_are_retried_until_sent() {
+    let env = TestEnv::new().await;
+    let email = FakeProvider::start(|c| match c.nth {
+        1 => Reply::status(503, "busy"),
+        2 => Reply::status(429, r#"{"error":"rate_limited"}"#),
+        3 => Reply::status(408, ""),
+        4 => Reply::status(425, ""),
+        _ => Reply::ok(),
+    })
+    .await;
+    let sms = FakeProvider::start(|c| {
+        if c.nth < 3 {
+            Reply::status(502, "")
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let worker = env.worker(&email, &sms, &["--max-attempts", "5"]).await;
+    env.publish("email", &email_job("t-e", "t@example.com"))
+        .await;
+    env.publish("sms", &sms_job("t-s", "+919876543210")).await;
+    email.wait_calls_to("t@example.com", 5).await;
+    sms.wait_calls_to("+919876543210", 3).await;
+    worker.stop().await;
+    assert!(
+        env.rows().await.is_empty(),
+        "sent on the last try: no dead letter"
+    );
+    assert_eq!(email.calls().len(), 5);
+    assert_eq!(sms.calls().len(), 3);
+    assert_eq!(env.ready(&env.email_queue).await, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn retry_after_seconds_and_http_date_are_honoured() {
+    let env = TestEnv::new().await;
+    // Backoff alone would wait at most 200 ms here; Retry-After asks for more.
+    let email = FakeProvider::start(|c| match c.nth {
+        1 => Reply::status(429, "").header("retry-after", "2"),
+        _ => Reply::ok(),
+    })
+    .await;
+    let sms = FakeProvider::start(|c| match c.nth {
+        1 => Reply::status(503, "").header(
+            "retry-after",
+            &httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3)),
+        ),
+        _ => Reply::ok(),
+    })
+    .await;
+    let worker = env.worker(&email, &sms, &[]).await;
+    env.publish("email", &email_job("ra-e", "ra@example.com"))
+        .await;
+    env.publish("sms", &sms_job("ra-s", "+919876543211")).await;
+    let e = email.wait_calls_to("ra@example.com", 2).await;
+    let s = sms.wait_calls_to("+919876543211", 2).await;
+    worker.stop().await;
+    let gap_e = e[1].at - e[0].at;
+    let gap_s = s[1].at - s[0].at;
+    assert!(
+        gap_e >= Duration::from_millis(1900),
+        "Retry-After: 2 gave a gap of {gap_e:?}"
+    );
+    // An HTTP date has one-second resolution.
+    assert!(
+        gap_s >= Duration::from_millis(1900),
+        "Retry-After date gave a gap of {gap_s:?}"
+    );
+    assert!(env.rows().await.is_empty());
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn exactly_max_attempts_calls_then_retries_exhausted() {
+    let env = TestEnv::new().await;
+    let email = FakeProvider::start(|_| {
+        Reply::status(500, r#"{"error":{"code":"internal","message":"boom"}}"#)
+    })
+    .await;
+    let sms = FakeProvider::start(|_| Reply::status(503, "unavailable")).await;
+    let worker = env.worker(&email, &sms, &["--max-attempts", "4"]).await;
+    env.publish("email", &email_job("ex-e", "ex@example.com"))
+        .await;
+    env.publish("sms", &sms_job("ex-s", "+919876543212")).await;
+    let rows = env.wait_rows(2).await;
+    // Give a fifth call time to happen, were it going to.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    worker.stop().await;
+    assert_eq!(email.calls().len(), 4);
+    assert_eq!(sms.calls().len(), 4);
+    let e = rows.iter().find(|r| r.job_id == "ex-e").unwrap();
+    assert_eq!(
+        (e.error_code.as_str(), e.attempts, e.http_status),
+        ("retries_exhausted", 4, Some(500))
+    );
+    assert!(e.reason.contains("HTTP 500 internal"), "{}", e.reason);
+    assert!(e.provider_response.as_deref().unwrap().contains("boom"));
+    let s = rows.iter().find(|r| r.job_id == "ex-s").unwrap();
+    assert_eq!(
+        (s.error_code.as_str(), s.attempts, s.provider.as_deref()),
+        ("retries_exhausted", 4, Some("telnxo"))
+    );
+    assert_eq!(env.ready(&env.sms_queue).await, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn connect_errors_and_timeouts_are_transient() {
+    let env = TestEnv::new().await;
+    // A port nobody listens on: connection refused on every call.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let slow = FakeProvider::start(|_| Reply::ok().after(Duration::from_secs(5))).await;
+    let email = FakeProvider::accepting().await;
+    let mut args = env.args(&email, &slow);
+    for [flag, value] in [
+        ["--migosmtp-base-url", closed_url.as_str()],
+        ["--migosmtp-api-key", EMAIL_KEY],
+        ["--telnxo-api-key", SMS_KEY],
+        ["--max-attempts", "2"],
+        ["--request-timeout-ms", "300"],
+    ] {
+        set_arg(&mut args, flag, Some(value));
+    }
+    let worker = TestWorker::start(args).await;
+    env.publish("email", &email_job("conn", "conn@example.com"))
+        .await;
+    env.publish("sms", &sms_job("slow", "+919876543213")).await;
+    let rows = env.wait_rows(2).await;
+    worker.stop().await;
+    let conn = rows.iter().find(|r| r.job_id == "conn").unwrap();
+    assert_eq!(
+        (conn.error_code.as_str(), conn.attempts, conn.http_status),
+        ("retries_exhausted", 2, None)
+    );
+    assert!(conn.reason.contains("connect"), "{}", conn.reason);
+    let slow_row = rows.iter().find(|r| r.job_id == "slow").unwrap();
+    assert_eq!(
+        (slow_row.error_code.as_str(), slow_row.attempts),
+        ("retries_exhausted", 2)
+    );
+    assert!(slow_row.reason.contains("timeout"), "{}", slow_row.reason);
+    env.cleanup().await;
+}

@@ -1,0 +1,532 @@
+//! Test support: a fresh database and uniquely named broker objects per test,
+//! fake providers over real HTTP on loopback, and an in-process worker.
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use clap::Parser;
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties,
+    options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
+    },
+    types::FieldTable,
+};
+use notify_worker::{
+    app::Worker,
+    configuration::{Cli, Command, WorkerConfig},
+};
+use serde_json::Value;
+use sqlx::{PgPool, Row, postgres::PgPoolOptions};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tokio_util::sync::CancellationToken;
+
+pub const EMAIL_KEY: &str = "mk_test_EMAILKEY_4f9a2c";
+pub const SMS_KEY: &str = "tk_test_SMSKEY_8b1d7e";
+pub const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One call received by a fake provider.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub path: String,
+    pub query: Option<String>,
+    pub authorization: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Value,
+    pub raw_headers: String,
+    pub at: Instant,
+    /// How many calls for the same `to` this is, from 1.
+    pub nth: usize,
+}
+
+impl Call {
+    pub fn to(&self) -> &str {
+        self.body["to"].as_str().unwrap_or("")
+    }
+}
+
+/// The answer a fake gives.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn ok() -> Self {
+        Self::status(200, r#"{"id":"msg_1","status":"queued"}"#)
+    }
+    pub fn status(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: body.to_owned(),
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_owned()));
+        self
+    }
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+type Responder = Arc<dyn Fn(&Call) -> Reply + Send + Sync>;
+
+struct FakeState {
+    calls: Mutex<Vec<Call>>,
+    responder: Responder,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// A fake MigoSMTP or Telnxo API on loopback.
+#[derive(Clone)]
+pub struct FakeProvider {
+    pub addr: SocketAddr,
+    state: Arc<FakeState>,
+}
+
+impl FakeProvider {
+    pub async fn start(responder: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> Self {
+        let state = Arc::new(FakeState {
+            calls: Mutex::new(Vec::new()),
+            responder: Arc::new(responder),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        });
+        let app = Router::new()
+            .fallback(post(handle))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, state }
+    }
+
+    /// Answers 200 to everything.
+    pub async fn accepting() -> Self {
+        Self::start(|_| Reply::ok()).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.calls.lock().unwrap().clone()
+    }
+
+    pub fn calls_to(&self, to: &str) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.to() == to).collect()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a call for `to` has been answered `n` times.
+    pub async fn wait_calls_to(&self, to: &str, n: usize) -> Vec<Call> {
+        eventually(
+            &format!("{n} calls to {to}"),
+            Duration::from_secs(20),
+            || async {
+                let calls = self.calls_to(to);
+                (calls.len() >= n).then_some(calls)
+            },
+        )
+        .await
+    }
+}
+
+async fn handle(
+    State(state): State<Arc<FakeState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let to = body["to"].as_str().unwrap_or("").to_owned();
+    let mut call = Call {
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        authorization: header("authorization"),
+        content_type: header("content-type"),
+        raw_headers: format!("{headers:?}"),
+        body,
+        at: Instant::now(),
+        nth: 0,
+    };
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    call.nth = {
+        let calls = state.calls.lock().unwrap();
+        calls.iter().filter(|c| c.to() == to).count() + 1
+    };
+    let reply = (state.responder)(&call);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    state.calls.lock().unwrap().push(call);
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+    for (name, value) in reply.headers {
+        response.headers_mut().insert(name, value.parse().unwrap());
+    }
+    response
+}
+
+/// A dead-letter row as tests read it.
+#[derive(Debug, Clone)]
+pub struct DlRow {
+    pub job_id: String,
+    pub channel: String,
+    pub provider: Option<String>,
+    pub error_code: String,
+    pub reason: String,
+    pub http_status: Option<i32>,
+    pub provider_response: Option<String>,
+    pub payload: Option<Value>,
+    pub raw_payload: Option<Vec<u8>>,
+    pub attempts: i32,
+    pub source_queue: String,
+}
+
+/// A fresh database and uniquely named exchange and queues.
+pub struct TestEnv {
+    pub suffix: String,
+    pub database_url: String,
+    pub db: PgPool,
+    pub exchange: String,
+    pub email_queue: String,
+    pub sms_queue: String,
+    pub amqp: Connection,
+    pub publisher: Channel,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(ADMIN_DB)
+            .await
+            .expect("postgres on 127.0.0.1:5432");
+        let db_name = format!("nw_test_{suffix}");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let database_url = format!("postgres://postgres@127.0.0.1:5432/{db_name}");
+        let db = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&database_url)
+            .await
+            .unwrap();
+        let amqp = Connection::connect(AMQP, ConnectionProperties::default())
+            .await
+            .expect("rabbitmq on 127.0.0.1:5672");
+        let publisher = amqp.create_channel().await.unwrap();
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        Self {
+            exchange: format!("nw-test-{suffix}"),
+            email_queue: format!("nw-test-{suffix}.email"),
+            sms_queue: format!("nw-test-{suffix}.sms"),
+            suffix,
+            database_url,
+            db,
+            amqp,
+            publisher,
+        }
+    }
+
+    /// `notify-worker run` arguments for this environment.
+    pub fn args(&self, email: &FakeProvider, sms: &FakeProvider) -> Vec<String> {
+        [
+            "--amqp-url",
+            AMQP,
+            "--database-url",
+            &self.database_url,
+            "--migosmtp-base-url",
+            &email.url(),
+            "--telnxo-base-url",
+            &sms.url(),
+            "--exchange",
+            &self.exchange,
+            "--email-queue",
+            &self.email_queue,
+            "--sms-queue",
+            &self.sms_queue,
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--retry-base-ms",
+            "20",
+            "--retry-max-ms",
+            "200",
+            "--request-timeout-ms",
+            "2000",
+            "--drain-timeout-secs",
+            "10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Starts an in-process worker with keys given directly, plus `extra` flags.
+    pub async fn worker(
+        &self,
+        email: &FakeProvider,
+        sms: &FakeProvider,
+        extra: &[&str],
+    ) -> TestWorker {
+        let mut args = self.args(email, sms);
+        args.extend([
+            "--migosmtp-api-key".into(),
+            EMAIL_KEY.into(),
+            "--telnxo-api-key".into(),
+            SMS_KEY.into(),
+        ]);
+        for pair in extra.chunks(2) {
+            set_arg(&mut args, pair[0], pair.get(1).copied());
+        }
+        TestWorker::start(args).await
+    }
+
+    pub async fn publish(&self, routing_key: &str, body: &[u8]) {
+        self.publish_with(
+            &self.exchange,
+            routing_key,
+            body,
+            BasicProperties::default(),
+        )
+        .await;
+    }
+
+    pub async fn publish_with(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) {
+        let props = props
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        let confirm = self
+            .publisher
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .unwrap();
+        assert!(confirm.await.unwrap().is_ack(), "publish not confirmed");
+    }
+
+    /// Ready messages in `queue` (unacked ones are not counted).
+    pub async fn ready(&self, queue: &str) -> u32 {
+        let ch = self.amqp.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = ch.close(200, "ok".into()).await;
+        q.message_count()
+    }
+
+    pub async fn rows(&self) -> Vec<DlRow> {
+        let rows = sqlx::query(
+            "SELECT job_id, channel, provider, error_code, reason, http_status, provider_response, \
+             payload, raw_payload, attempts, source_queue FROM dead_letters ORDER BY id",
+        )
+        .fetch_all(&self.db)
+        .await
+        .unwrap_or_default();
+        rows.into_iter()
+            .map(|r| DlRow {
+                job_id: r.get(0),
+                channel: r.get(1),
+                provider: r.get(2),
+                error_code: r.get(3),
+                reason: r.get(4),
+                http_status: r.get(5),
+                provider_response: r.get(6),
+                payload: r.get(7),
+                raw_payload: r.get(8),
+                attempts: r.get(9),
+                source_queue: r.get(10),
+            })
+            .collect()
+    }
+
+    pub async fn wait_rows(&self, n: usize) -> Vec<DlRow> {
+        eventually(
+            &format!("{n} dead-letter rows"),
+            Duration::from_secs(20),
+            || async {
+                let rows = self.rows().await;
+                (rows.len() >= n).then_some(rows)
+            },
+        )
+        .await
+    }
+
+    /// Deletes this test's queues, exchange and database.
+    pub async fn cleanup(self) {
+        let ch = self.amqp.create_channel().await.unwrap();
+        for q in [&self.email_queue, &self.sms_queue] {
+            let _ = ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = ch
+            .exchange_delete(
+                self.exchange.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+        let _ = self.amqp.close(200, "bye".into()).await;
+        self.db.close().await;
+        if let Ok(admin) = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(ADMIN_DB)
+            .await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS nw_test_{} WITH (FORCE)",
+                self.suffix
+            )))
+            .execute(&admin)
+            .await;
+        }
+    }
+}
+
+/// Sets `flag` to `value` in `args`, replacing an earlier value.
+pub fn set_arg(args: &mut Vec<String>, flag: &str, value: Option<&str>) {
+    match (args.iter().position(|a| a == flag), value) {
+        (Some(at), Some(v)) => args[at + 1] = v.to_owned(),
+        (Some(_), None) => {}
+        (None, v) => {
+            args.push(flag.to_owned());
+            args.extend(v.map(str::to_owned));
+        }
+    }
+}
+
+/// A worker running in this process.
+pub struct TestWorker {
+    pub admin: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), notify_worker::app::WorkerError>>,
+}
+
+impl TestWorker {
+    pub async fn start(args: Vec<String>) -> Self {
+        let argv = std::iter::once("notify-worker".to_owned())
+            .chain(std::iter::once("run".to_owned()))
+            .chain(args);
+        let cli = Cli::try_parse_from(argv).expect("valid test arguments");
+        let Command::Run(run) = cli.command else {
+            unreachable!()
+        };
+        let config = WorkerConfig::try_from(*run).expect("valid test config");
+        let worker = Worker::start(config).await.expect("worker starts");
+        let admin = worker.admin_addr();
+        let shutdown = worker.shutdown_token();
+        let task = tokio::spawn(worker.run());
+        Self {
+            admin,
+            shutdown,
+            task,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("http://{}{path}", self.admin))
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Stops the worker gracefully and returns its result.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("worker task")
+            .expect("worker stops cleanly");
+    }
+}
+
+pub fn email_job(id: &str, to: &str) -> Vec<u8> {
+    serde_json::json!({"id": id, "from": "hello@yourdomain.com", "to": to, "subject": "Hello from MigoSMTP", "html": "<p>Your message here</p>"})
+        .to_string()
+        .into_bytes()
+}
+
+pub fn sms_job(id: &str, to: &str) -> Vec<u8> {
+    serde_json::json!({"id": id, "from": "YOURBRAND", "to": to, "message": "Your OTP is 482910. Valid for 10 minutes."})
+        .to_string()
+        .into_bytes()
+}
