@@ -1,25 +1,16 @@
 //! Admin HTTP: `/healthz`, `/readyz`, `/metrics` (contract section 5).
 
-use crate::deadletter::DeadLetterStore;
+use crate::{deadletter::DeadLetterStore, session::BrokerHealth};
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use lapin::Connection;
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// What readiness is judged on.
 #[derive(Clone)]
 pub struct Readiness {
-    pub connection: Arc<Connection>,
-    pub consumers: Vec<Arc<AtomicBool>>,
+    pub health: Arc<BrokerHealth>,
     pub store: DeadLetterStore,
 }
 
@@ -27,10 +18,11 @@ impl Readiness {
     /// Broker connected, every consumer running, and the database answering.
     async fn problems(&self) -> Vec<&'static str> {
         let mut problems = Vec::new();
-        if !self.connection.status().connected() {
+        let (connected, consuming) = self.health.ready();
+        if !connected {
             problems.push("broker disconnected");
         }
-        if !self.consumers.iter().all(|c| c.load(Ordering::SeqCst)) {
+        if !consuming {
             problems.push("consumers not running");
         }
         if !self.store.ping().await {

@@ -1,46 +1,49 @@
-//! Assembling the worker: database, broker, consumers, admin server; and
-//! taking it down again in order.
+//! Assembling the worker: database, broker session, key watchers, admin
+//! server; keeping the broker session alive; taking it all down in order.
 
 use crate::{
     admin::{self, BindError, Readiness},
-    broker::{self, BrokerError},
     configuration::WorkerConfig,
-    consume::{self, ConsumeError},
     deadletter::{DeadLetterStore, StoreError},
-    job::Channel,
-    metrics,
-    process::Pipeline,
+    gate::Gate,
+    keywatch, metrics,
+    process::{Pipeline, Route},
+    provider::Provider,
     secret::redact_url,
+    session::{BrokerHealth, Session, SessionError},
 };
+use lapin::uri::AMQPUri;
 use std::{
     net::SocketAddr,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-/// Why the worker could not start (or stopped): each names the thing at fault.
+/// Longest wait between reconnection attempts.
+const RECONNECT_CAP: Duration = Duration::from_secs(2);
+
+/// Why the worker could not start: each names the thing at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Broker(#[from] BrokerError),
-    #[error(transparent)]
-    Consume(#[from] ConsumeError),
+    Session(#[from] SessionError),
     #[error(transparent)]
     Admin(#[from] BindError),
-    #[error("consumer stopped: {0}")]
-    ConsumerStopped(String),
 }
 
-/// A started worker. Drop it only through [`Worker::run`].
+/// A started worker. Stop it through its shutdown token, then [`Worker::run`] returns.
 pub struct Worker {
     admin_addr: SocketAddr,
     shutdown: CancellationToken,
-    connection: Arc<lapin::Connection>,
-    channels: Vec<lapin::Channel>,
-    pumps: tokio::task::JoinSet<Result<(), ConsumeError>>,
+    session: Option<Session>,
+    pipeline: Arc<Pipeline>,
+    health: Arc<BrokerHealth>,
+    amqp: AMQPUri,
+    amqp_redacted: String,
+    prefetch: u16,
     tracker: TaskTracker,
     drain_timeout: Duration,
     admin_task: tokio::task::JoinHandle<()>,
@@ -48,7 +51,8 @@ pub struct Worker {
 
 impl Worker {
     /// Connects to the database (migrating unless disabled) and the broker,
-    /// declares the topology, starts both consumers and the admin server.
+    /// declares the topology, starts both consumers, the key watchers and
+    /// the admin server. Any failure here ends start-up.
     pub async fn start(config: WorkerConfig) -> Result<Self, WorkerError> {
         let metrics = metrics::handle();
         let store =
@@ -57,62 +61,60 @@ impl Worker {
         if config.migrate {
             store.migrate().await?;
         }
-        let connection = broker::connect(&config.amqp_url, &redact_url(&config.amqp_url)).await?;
-        let connection = Arc::new(connection);
-        broker::declare(&connection, &config.topology).await?;
-
         let shutdown = CancellationToken::new();
+        let route = |client: crate::provider::ProviderClient, provider: Provider| Route {
+            gate: Arc::new(Gate::new(provider, config.circuit)),
+            client,
+        };
         let pipeline = Arc::new(Pipeline {
-            email: config.email,
-            sms: config.sms,
+            email: route(config.email, Provider::MigoSmtp),
+            sms: route(config.sms, Provider::Telnxo),
             retry: config.retry,
             store: store.clone(),
             topology: config.topology.clone(),
             max_body_bytes: config.max_body_bytes,
+            max_redeliveries: config.max_redeliveries,
             shutdown: shutdown.clone(),
         });
         let tracker = TaskTracker::new();
-        let mut channels = Vec::new();
-        let mut pumps = tokio::task::JoinSet::new();
-        let mut flags = Vec::new();
-        for channel in Channel::ALL {
-            let running = Arc::new(AtomicBool::new(false));
-            let consumer = consume::start(
-                &connection,
-                channel,
-                config.prefetch,
-                Arc::clone(&pipeline),
-                tracker.clone(),
-                Arc::clone(&running),
-            )
-            .await;
-            match consumer {
-                Ok((amqp, pump)) => {
-                    channels.push(amqp);
-                    pumps.spawn(pump);
-                }
-                Err(e) => {
-                    shutdown.cancel();
-                    let _ = connection.close(200, "start-up failed".into()).await;
-                    return Err(e.into());
-                }
-            }
-            flags.push(running);
-        }
+        let health = Arc::new(BrokerHealth::default());
+        let session = Session::open(
+            &config.amqp,
+            &config.amqp_redacted,
+            config.prefetch,
+            &pipeline,
+            &tracker,
+            &health,
+        )
+        .await?;
+
         let readiness = Readiness {
-            connection: Arc::clone(&connection),
-            consumers: flags,
+            health: Arc::clone(&health),
             store,
         };
-        let served = admin::serve(config.admin_addr, readiness, metrics, shutdown.clone()).await;
-        let (admin_addr, admin_task) = match served {
-            Ok(s) => s,
-            Err(e) => {
-                shutdown.cancel();
-                let _ = connection.close(200, "start-up failed".into()).await;
-                return Err(e.into());
+        let (admin_addr, admin_task) =
+            match admin::serve(config.admin_addr, readiness, metrics, shutdown.clone()).await {
+                Ok(served) => served,
+                Err(e) => {
+                    shutdown.cancel();
+                    session.close().await;
+                    return Err(e.into());
+                }
+            };
+        for (file, route) in [
+            (config.email_key_file, &pipeline.email),
+            (config.sms_key_file, &pipeline.sms),
+        ] {
+            if let Some(file) = file {
+                keywatch::spawn(
+                    file,
+                    config.key_poll,
+                    route.client.clone(),
+                    Arc::clone(&route.gate),
+                    shutdown.clone(),
+                );
             }
-        };
+        }
         tracing::info!(
             admin_addr = %admin_addr,
             email_queue = %config.topology.email_queue,
@@ -123,9 +125,12 @@ impl Worker {
         Ok(Self {
             admin_addr,
             shutdown,
-            connection,
-            channels,
-            pumps,
+            session: Some(session),
+            pipeline,
+            health,
+            amqp: config.amqp,
+            amqp_redacted: config.amqp_redacted,
+            prefetch: config.prefetch,
             tracker,
             drain_timeout: config.drain_timeout,
             admin_task,
@@ -142,27 +147,37 @@ impl Worker {
         self.shutdown.clone()
     }
 
-    /// Runs until shutdown is requested or a consumer fails, then drains:
-    /// in-flight jobs get up to the drain timeout to settle (and ack), after
-    /// which channels and connection are closed; what is still unacked then
-    /// goes back to the queue. A consumer failure is returned as the error.
+    /// Runs until shutdown. A broker session that fails (connection lost,
+    /// consumer cancelled or ended) is replaced by a new one; acks for the
+    /// old one's deliveries fail quietly and the broker redelivers them.
+    /// At shutdown, in-flight jobs get up to the drain timeout to settle,
+    /// then channels and connection close; what is unacked then returns to
+    /// the queue.
     pub async fn run(mut self) -> Result<(), WorkerError> {
-        let mut error = tokio::select! {
-            () = self.shutdown.cancelled() => None,
-            Some(done) = self.pumps.join_next() => Some(match done {
-                Ok(Err(e)) => WorkerError::from(e),
-                Ok(Ok(())) => WorkerError::ConsumerStopped("consumer ended without a shutdown".into()),
-                Err(e) => WorkerError::ConsumerStopped(e.to_string()),
-            }),
-        };
-        self.shutdown.cancel();
-        while let Some(result) = self.pumps.join_next().await {
-            if let Ok(Err(e)) = result
-                && error.is_none()
-            {
-                error = Some(e.into());
+        let mut session = self.session.take();
+        loop {
+            let Some(live) = session.as_mut() else { break };
+            let ended = tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                ended = live.pumps.join_next() => ended,
+            };
+            let reason = match ended {
+                Some(Ok(Err(e))) => e.to_string(),
+                Some(Ok(Ok(()))) => "consumer stopped".to_owned(),
+                Some(Err(e)) => format!("consumer task failed: {e}"),
+                None => "no consumers".to_owned(),
+            };
+            self.health.connected.store(false, Ordering::SeqCst);
+            for c in &self.health.consumers {
+                c.store(false, Ordering::SeqCst);
             }
+            tracing::warn!(%reason, "broker session lost; reconnecting");
+            if let Some(dead) = session.take() {
+                dead.close().await;
+            }
+            session = self.reconnect().await;
         }
+        self.shutdown.cancel();
         self.tracker.close();
         let in_flight = self.tracker.len();
         if tokio::time::timeout(self.drain_timeout, self.tracker.wait())
@@ -176,14 +191,47 @@ impl Worker {
         } else {
             tracing::info!(drained = in_flight, "in-flight jobs settled");
         }
-        for channel in &self.channels {
-            let _ = channel.close(200, "shutdown".into()).await;
+        if let Some(live) = session {
+            live.close().await;
         }
-        let _ = self.connection.close(200, "shutdown".into()).await;
         let _ = (&mut self.admin_task).await;
-        match error {
-            Some(e) => Err(e),
-            None => Ok(()),
+        Ok(())
+    }
+
+    /// Opens a new session with capped exponential backoff; `None` on shutdown.
+    async fn reconnect(&self) -> Option<Session> {
+        let mut wait = Duration::from_millis(100);
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.shutdown.cancelled() => return None,
+            }
+            let opened = Session::open(
+                &self.amqp,
+                &self.amqp_redacted,
+                self.prefetch,
+                &self.pipeline,
+                &self.tracker,
+                &self.health,
+            )
+            .await;
+            match opened {
+                Ok(session) => {
+                    tracing::info!(failures, "broker session restored; consuming again");
+                    return Some(session);
+                }
+                Err(e) => {
+                    failures += 1;
+                    // Every attempt at debug; a reminder at warn now and then.
+                    if failures % 10 == 1 {
+                        tracing::warn!(error = %e, failures, "broker still unreachable; retrying");
+                    } else {
+                        tracing::debug!(error = %e, failures, "reconnect failed");
+                    }
+                    wait = (wait * 2).min(RECONNECT_CAP);
+                }
+            }
         }
     }
 }

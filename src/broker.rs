@@ -5,6 +5,7 @@ use lapin::{
     Channel as AmqpChannel, Connection, ConnectionProperties, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, ShortString},
+    uri::AMQPUri,
 };
 use std::time::Duration;
 
@@ -55,14 +56,19 @@ pub enum BrokerError {
 }
 
 /// Connects, with a bounded wait, and names the connection after this worker.
-pub async fn connect(url: &str, redacted_url: &str) -> Result<Connection, BrokerError> {
+pub async fn connect(uri: &AMQPUri, redacted_url: &str) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default()
         .with_connection_name(format!("notify-worker {}", env!("CARGO_PKG_VERSION")).into());
     let fail = |reason: String| BrokerError::Connect {
         url: redacted_url.to_owned(),
         reason,
     };
-    match tokio::time::timeout(Duration::from_secs(15), Connection::connect(url, props)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(15),
+        Connection::connect_uri(uri.clone(), props),
+    )
+    .await
+    {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(fail(e.to_string())),
         Err(_) => Err(fail("no answer within 15 s".into())),

@@ -4,11 +4,14 @@
 
 use crate::{
     broker::{QueueType, Topology},
+    circuit::CircuitPolicy,
+    keywatch::KeyFile,
     provider::{ClientError, Provider, ProviderClient},
     retry::RetryPolicy,
-    secret::{ApiKey, KeyError},
+    secret::{ApiKey, KeyError, redact_url},
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use lapin::uri::AMQPUri;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 #[derive(Debug, Parser)]
@@ -194,6 +197,31 @@ pub struct RunArgs {
         default_value = "notifications.sms"
     )]
     pub sms_queue: String,
+    /// AMQP heartbeat in seconds, unless AMQP_URL sets `heartbeat=`.
+    #[arg(long, env = "NOTIFY_HEARTBEAT_SECS", value_name = "NOTIFY_HEARTBEAT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub heartbeat_secs: u16,
+    /// Deliveries of one message (quorum `x-delivery-count`) beyond this are dead-lettered as `redelivery_limit`.
+    #[arg(
+        long,
+        env = "NOTIFY_MAX_REDELIVERIES",
+        value_name = "NOTIFY_MAX_REDELIVERIES",
+        default_value_t = 10
+    )]
+    pub max_redeliveries: u64,
+    /// Transient failures in a row that pause a provider (outage breaker); 0 turns it off.
+    #[arg(
+        long,
+        env = "NOTIFY_BREAKER_FAILURES",
+        value_name = "NOTIFY_BREAKER_FAILURES",
+        default_value_t = 20
+    )]
+    pub breaker_failures: u32,
+    /// How long the outage breaker pauses a provider before a probe, in seconds.
+    #[arg(long, env = "NOTIFY_BREAKER_COOLDOWN_SECS", value_name = "NOTIFY_BREAKER_COOLDOWN_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub breaker_cooldown_secs: u64,
+    /// How often key files are checked for a new key, in milliseconds.
+    #[arg(long, env = "NOTIFY_KEY_POLL_MS", value_name = "NOTIFY_KEY_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub key_poll_ms: u64,
 }
 
 /// A setting that cannot be used. Exit code 2.
@@ -211,17 +239,25 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// The validated settings of `notify-worker run`.
-#[derive(Debug, Clone)]
+/// The validated settings of `notify-worker run`. No `Debug`: it holds
+/// URLs with passwords.
+#[derive(Clone)]
 pub struct WorkerConfig {
-    pub amqp_url: String,
+    pub amqp: AMQPUri,
+    /// `AMQP_URL` with its password masked, for messages.
+    pub amqp_redacted: String,
     pub database_url: String,
     pub migrate: bool,
     pub email: ProviderClient,
     pub sms: ProviderClient,
+    /// Key files to watch for rotation (keys given directly are fixed).
+    pub email_key_file: Option<KeyFile>,
+    pub sms_key_file: Option<KeyFile>,
+    pub key_poll: Duration,
     pub retry: RetryPolicy,
+    pub circuit: CircuitPolicy,
+    pub max_redeliveries: u64,
     pub prefetch: u16,
-    pub auth_pause: Duration,
     pub admin_addr: SocketAddr,
     pub drain_timeout: Duration,
     pub max_body_bytes: usize,
@@ -254,6 +290,15 @@ impl TryFrom<RunArgs> for WorkerConfig {
                 "NOTIFY_EMAIL_QUEUE and NOTIFY_SMS_QUEUE must differ".into(),
             ));
         }
+        let mut amqp: AMQPUri = a.amqp_url.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "AMQP_URL is not a valid AMQP URL: {}",
+                redact_url(&a.amqp_url)
+            ))
+        })?;
+        if amqp.query.heartbeat.is_none() {
+            amqp.query.heartbeat = Some(a.heartbeat_secs);
+        }
         let timeout = Duration::from_millis(a.request_timeout_ms);
         let pool = usize::from(a.prefetch);
         let email_key = load_key(
@@ -282,8 +327,20 @@ impl TryFrom<RunArgs> for WorkerConfig {
             timeout,
             pool,
         )?;
+        let key_file =
+            |path: &Option<PathBuf>, setting| path.clone().map(|path| KeyFile { path, setting });
         Ok(Self {
-            amqp_url: a.amqp_url,
+            amqp,
+            amqp_redacted: redact_url(&a.amqp_url),
+            email_key_file: key_file(&a.migosmtp_api_key_file, "MIGOSMTP_API_KEY_FILE"),
+            sms_key_file: key_file(&a.telnxo_api_key_file, "TELNXO_API_KEY_FILE"),
+            key_poll: Duration::from_millis(a.key_poll_ms),
+            circuit: CircuitPolicy {
+                auth_pause: Duration::from_secs(a.auth_pause_secs),
+                outage_threshold: a.breaker_failures,
+                outage_cooldown: Duration::from_secs(a.breaker_cooldown_secs),
+            },
+            max_redeliveries: a.max_redeliveries,
             database_url: a.database.database_url,
             migrate: !a.no_migrate,
             email,
@@ -295,7 +352,6 @@ impl TryFrom<RunArgs> for WorkerConfig {
                 retry_after_cap: Duration::from_millis(a.retry_after_max_ms),
             },
             prefetch: a.prefetch,
-            auth_pause: Duration::from_secs(a.auth_pause_secs),
             admin_addr: a.admin_addr,
             drain_timeout: Duration::from_secs(a.drain_timeout_secs),
             max_body_bytes: usize::try_from(a.max_body_bytes).unwrap_or(usize::MAX),

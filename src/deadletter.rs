@@ -10,6 +10,7 @@ pub mod codes {
     pub const INVALID_JOB: &str = "invalid_job";
     pub const REJECTED: &str = "rejected";
     pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+    pub const REDELIVERY_LIMIT: &str = "redelivery_limit";
 }
 
 /// One row to write.

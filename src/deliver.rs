@@ -1,8 +1,10 @@
 //! Sending one job: provider calls, classified, retried while transient.
 
 use crate::{
+    circuit::{Attempt, Verdict},
     classify::{Class, classify, error_code, error_message},
     deadletter::codes,
+    gate::Gate,
     job::Job,
     metrics,
     provider::{ProviderClient, Response},
@@ -36,17 +38,24 @@ pub struct Failure {
     pub auth: bool,
 }
 
-/// Sends `job` through `client`, retrying transient failures per `policy`.
-/// A retry wait ends early on `shutdown`, so draining is not held up by backoff.
+/// Sends `job` through `client`, retrying transient failures per `policy`,
+/// each call admitted by the provider's `gate` (paused providers are not
+/// called). Waits end early on `shutdown`, so draining is not held up.
 pub async fn deliver(
     job: &Job,
     client: &ProviderClient,
+    gate: &Gate,
     policy: &RetryPolicy,
     shutdown: &CancellationToken,
 ) -> Delivery {
     let channel = job.channel();
+    // Provider calls made, and transient failures that spend the budget.
     let mut attempts = 0;
+    let mut spent = 0;
     loop {
+        let Some(probe) = gate.admit(shutdown).await else {
+            return Delivery::Abandoned { attempts };
+        };
         attempts += 1;
         let (response, took) = client.send(&job.message).await;
         let (status, retry_after, body, transport) = match response {
@@ -62,6 +71,20 @@ pub async fn deliver(
             Some(s) => classify(s, &body),
             None => Class::Transient,
         };
+        let attempt = match &class {
+            Class::Sent | Class::Rejected { .. } => Attempt::Answered,
+            Class::AuthFailure { code, .. } => Attempt::Auth { code: code.clone() },
+            Class::Transient => Attempt::Transient,
+        };
+        let fix = match &class {
+            Class::AuthFailure { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        };
+        let verdict = gate.record(probe, attempt, fix);
+        if verdict == Verdict::Hold {
+            // Paused by another job's auth failure: wait out the pause.
+            continue;
+        }
         match class {
             Class::Sent => {
                 return Delivery::Sent {
@@ -101,7 +124,10 @@ pub async fn deliver(
             }
             Class::Transient => {}
         }
-        let Some(wait) = policy.delay(attempts, retry_after) else {
+        if verdict != (Verdict::Retry { counts: false }) {
+            spent += 1;
+        }
+        let Some(wait) = policy.delay(spent.max(1), retry_after) else {
             let last = match (&transport, status) {
                 (Some(error), _) => error.clone(),
                 (None, Some(s)) => match error_code(&body) {
@@ -123,7 +149,7 @@ pub async fn deliver(
             });
         };
         metrics::retried(channel);
-        tracing::debug!(job_id = %job.id, %channel, attempts, ?status, wait_ms = wait.as_millis() as u64, "transient failure, will retry");
+        tracing::debug!(job_id = %job.id, %channel, attempts, ?status, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "transient failure, will retry");
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = shutdown.cancelled() => return Delivery::Abandoned { attempts },

@@ -13,6 +13,8 @@ pub const RETRIES: &str = "notify_retries_total";
 pub const PROVIDER_DURATION: &str = "notify_provider_request_duration_seconds";
 pub const IN_FLIGHT: &str = "notify_jobs_in_flight";
 pub const DEAD_LETTER_WRITE_FAILURES: &str = "notify_dead_letter_write_failures_total";
+pub const PROVIDER_PAUSED: &str = "notify_provider_paused";
+pub const REDELIVERY_LIMIT: &str = "notify_redelivery_limit_total";
 
 /// The process-wide Prometheus recorder, installed on first use. Several
 /// workers in one process (tests) share it.
@@ -50,6 +52,10 @@ pub fn dead_lettered(channel: Channel, error_code: &str) {
         .increment(1);
 }
 
+pub fn redelivery_limit(channel: Channel) {
+    counter!(REDELIVERY_LIMIT, "channel" => channel.as_str()).increment(1);
+}
+
 pub fn retried(channel: Channel) {
     counter!(RETRIES, "channel" => channel.as_str()).increment(1);
 }
@@ -69,6 +75,35 @@ pub fn dead_letter_write_failed() {
     counter!(DEAD_LETTER_WRITE_FAILURES).increment(1);
 }
 
+/// 1 while `provider` is paused, labelled with why (an auth code or
+/// `outage`); every other reason of that provider reads 0.
+pub fn provider_paused(provider: Provider, reason: Option<&str>) {
+    let current = reason.map(|r| {
+        if r == "outage" {
+            "outage"
+        } else {
+            code_label(r)
+        }
+    });
+    for label in PAUSE_REASONS {
+        let value = if Some(label) == current { 1.0 } else { 0.0 };
+        gauge!(PROVIDER_PAUSED, "provider" => provider.as_str(), "reason" => label).set(value);
+    }
+}
+
+const PAUSE_REASONS: [&str; 10] = [
+    "outage",
+    "authentication_failed",
+    "invalid_api_key",
+    "insufficient_scope",
+    "account_suspended",
+    "ip_not_whitelisted",
+    "unauthorized",
+    "payment_required",
+    "forbidden",
+    "other",
+];
+
 /// Counts a job in flight for as long as it lives.
 pub struct InFlight(Channel);
 
@@ -87,8 +122,9 @@ impl Drop for InFlight {
 
 /// Provider codes are free text: only known ones become label values.
 fn code_label(code: &str) -> &'static str {
-    const KNOWN: [&str; 11] = [
+    const KNOWN: [&str; 12] = [
         "invalid_job",
+        "redelivery_limit",
         "rejected",
         "retries_exhausted",
         "authentication_failed",

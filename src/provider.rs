@@ -8,6 +8,7 @@ use crate::{
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use std::{
     fmt,
+    sync::{Arc, RwLock},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -88,7 +89,8 @@ pub struct ProviderClient {
     provider: Provider,
     http: reqwest::Client,
     url: reqwest::Url,
-    key: ApiKey,
+    /// Shared with the key-file watcher, which replaces it on rotation.
+    key: Arc<RwLock<ApiKey>>,
 }
 
 impl fmt::Debug for ProviderClient {
@@ -135,8 +137,18 @@ impl ProviderClient {
             provider,
             http,
             url,
-            key,
+            key: Arc::new(RwLock::new(key)),
         })
+    }
+
+    /// The key in use.
+    pub fn key(&self) -> ApiKey {
+        self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Uses `key` from the next call on; calls under way keep the old one.
+    pub fn set_key(&self, key: ApiKey) {
+        *self.key.write().unwrap_or_else(|e| e.into_inner()) = key;
     }
 
     pub fn provider(&self) -> Provider {
@@ -147,13 +159,14 @@ impl ProviderClient {
     /// [`Response::Transport`], which the caller classifies as transient.
     pub async fn send(&self, message: &Message) -> (Response, Duration) {
         let started = Instant::now();
+        let key = self.key();
         let request = self.http.post(self.url.clone());
         let request = match message {
             Message::Email(job) => request.json(job),
             Message::Sms(job) => request.json(job),
         };
         let response = request
-            .header(AUTHORIZATION, self.authorization())
+            .header(AUTHORIZATION, authorization(&key))
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .send()
             .await;
@@ -170,7 +183,7 @@ impl ProviderClient {
         let body = match response.bytes().await {
             // Some APIs echo the key they refused: it must not reach a row.
             Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes).replace(self.key.expose(), "[redacted]");
+                let text = String::from_utf8_lossy(&bytes).replace(key.expose(), "[redacted]");
                 truncate_utf8(text.as_bytes(), MAX_RESPONSE_BYTES)
             }
             Err(e) if status < 300 => {
@@ -187,15 +200,16 @@ impl ProviderClient {
         };
         (response, started.elapsed())
     }
+}
 
-    fn authorization(&self) -> HeaderValue {
-        // The key was checked for whitespace and control characters at parse
-        // time; the fallback only keeps this total.
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.key.expose()))
-            .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
-        value.set_sensitive(true);
-        value
-    }
+/// `Bearer <key>`, marked sensitive so no HTTP layer prints it.
+fn authorization(key: &ApiKey) -> HeaderValue {
+    // The key was checked for whitespace and control characters at parse
+    // time; the fallback only keeps this total.
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+    value.set_sensitive(true);
+    value
 }
 
 /// A transport error in words, with its kind first (timeout, connect, ...).

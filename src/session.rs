@@ -1,0 +1,111 @@
+//! One broker session: a connection, the topology declared on it, and a
+//! consumer per queue. When it fails the worker drops it and opens another.
+
+use crate::{
+    broker::{self, BrokerError},
+    consume::{self, ConsumeError},
+    job::Channel,
+    process::Pipeline,
+};
+use lapin::uri::AMQPUri;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
+
+/// What `/readyz` knows of the broker side.
+#[derive(Debug, Default)]
+pub struct BrokerHealth {
+    pub connected: AtomicBool,
+    pub consumers: [Arc<AtomicBool>; 2],
+}
+
+impl BrokerHealth {
+    pub fn ready(&self) -> (bool, bool) {
+        (
+            self.connected.load(Ordering::SeqCst),
+            self.consumers.iter().all(|c| c.load(Ordering::SeqCst)),
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Consume(#[from] ConsumeError),
+}
+
+pub struct Session {
+    connection: lapin::Connection,
+    /// Kept open until in-flight jobs settle: their acks go through them.
+    channels: Vec<lapin::Channel>,
+    pub pumps: JoinSet<Result<(), ConsumeError>>,
+}
+
+impl Session {
+    /// Connects, declares the topology and starts both consumers.
+    pub async fn open(
+        uri: &AMQPUri,
+        redacted: &str,
+        prefetch: u16,
+        pipeline: &Arc<Pipeline>,
+        tracker: &TaskTracker,
+        health: &BrokerHealth,
+    ) -> Result<Self, SessionError> {
+        let connection = broker::connect(uri, redacted).await?;
+        let mut session = Self {
+            connection,
+            channels: Vec::new(),
+            pumps: JoinSet::new(),
+        };
+        let started = session.start(prefetch, pipeline, tracker, health).await;
+        if let Err(e) = started {
+            session.close().await;
+            return Err(e);
+        }
+        health.connected.store(true, Ordering::SeqCst);
+        Ok(session)
+    }
+
+    async fn start(
+        &mut self,
+        prefetch: u16,
+        pipeline: &Arc<Pipeline>,
+        tracker: &TaskTracker,
+        health: &BrokerHealth,
+    ) -> Result<(), SessionError> {
+        broker::declare(&self.connection, &pipeline.topology).await?;
+        for (channel, running) in Channel::ALL.into_iter().zip(&health.consumers) {
+            let (amqp, pump) = consume::start(
+                &self.connection,
+                channel,
+                prefetch,
+                Arc::clone(pipeline),
+                tracker.clone(),
+                Arc::clone(running),
+            )
+            .await?;
+            self.channels.push(amqp);
+            self.pumps.spawn(pump);
+        }
+        Ok(())
+    }
+
+    /// Closes channels, then the connection. Deliveries still unacked go
+    /// back to their queues.
+    pub async fn close(mut self) {
+        self.pumps.abort_all();
+        let closing = async {
+            for channel in &self.channels {
+                let _ = channel.close(200, "shutdown".into()).await;
+            }
+            let _ = self.connection.close(200, "shutdown".into()).await;
+        };
+        // A dead connection must not hold up a reconnect or an exit.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), closing).await;
+    }
+}
