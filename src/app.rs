@@ -155,8 +155,7 @@ impl Worker {
     /// the queue.
     pub async fn run(mut self) -> Result<(), WorkerError> {
         let mut session = self.session.take();
-        loop {
-            let Some(live) = session.as_mut() else { break };
+        while let Some(live) = session.as_mut() {
             let ended = tokio::select! {
                 () = self.shutdown.cancelled() => break,
                 ended = live.pumps.join_next() => ended,
