@@ -5,5 +5,6 @@ mod admin;
 mod binary;
 mod decoding;
 mod outcomes;
+mod resilience;
 mod retries;
 mod support;
