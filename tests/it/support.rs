@@ -1,3 +1,6 @@
+// Shared by two test binaries (it, chaos); each uses a part of it.
+#![allow(dead_code)]
+
 //! Test support: a fresh database and uniquely named broker objects per test,
 //! fake providers over real HTTP on loopback, and an in-process worker.
 
@@ -287,6 +290,18 @@ impl TestEnv {
             amqp,
             publisher,
         }
+    }
+
+    /// A fresh broker connection for publishing, after the old one died.
+    pub async fn reconnect(&mut self) {
+        self.amqp = Connection::connect(AMQP, ConnectionProperties::default())
+            .await
+            .expect("rabbitmq");
+        self.publisher = self.amqp.create_channel().await.unwrap();
+        self.publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
     }
 
     /// `notify-worker run` arguments for this environment.

@@ -1,0 +1,320 @@
+//! Failures made real: RabbitMQ stopped and started, PostgreSQL stopped and
+//! started, the worker SIGKILLed mid-stream. These disturb shared services,
+//! so they run one at a time, in their own test binary (cargo runs test
+//! binaries one after another), and each puts the service back even when it fails.
+
+#[path = "it/support.rs"]
+mod support;
+
+use notify_worker::broker::{QueueType, Topology, declare};
+use std::{
+    collections::HashMap,
+    process::Command,
+    time::{Duration, Instant},
+};
+use support::*;
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const BIN: &str = env!("CARGO_BIN_EXE_notify-worker");
+
+fn run(cmd: &str, args: &[&str]) {
+    let status = Command::new(cmd)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(status.success(), "{cmd} {args:?} failed");
+}
+
+fn pg_cluster() -> String {
+    std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .unwrap_or_else(|| "15".into())
+}
+
+fn pg(action: &str) {
+    run(
+        "pg_ctlcluster",
+        &[
+            "--skip-systemctl-redirect",
+            &pg_cluster(),
+            "main",
+            action,
+            "-m",
+            "fast",
+        ],
+    );
+}
+
+/// Starts the service again if the test ends early.
+struct Restore(&'static str);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        match self.0 {
+            "rabbitmq" => {
+                let _ = Command::new("rabbitmqctl").arg("start_app").status();
+            }
+            _ => {
+                let _ = Command::new("pg_ctlcluster")
+                    .args(["--skip-systemctl-redirect", &pg_cluster(), "main", "start"])
+                    .status();
+            }
+        }
+    }
+}
+
+fn unacked(queue: &str) -> u64 {
+    let out = Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .find(|(name, _)| *name == queue)
+        .and_then(|(_, n)| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_broker_restart_mid_stream_loses_no_job() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut env = TestEnv::new().await;
+    let email = FakeProvider::start(|_| Reply::ok().after(Duration::from_millis(20))).await;
+    let sms = FakeProvider::start(|_| Reply::ok().after(Duration::from_millis(20))).await;
+    let worker = env.worker(&email, &sms, &["--prefetch", "10"]).await;
+    for i in 0..600 {
+        env.publish(
+            "email",
+            &email_job(&format!("b-e{i}"), &format!("e{i}@example.com")),
+        )
+        .await;
+        env.publish(
+            "sms",
+            &sms_job(&format!("b-s{i}"), &format!("+91900000{i:04}")),
+        )
+        .await;
+    }
+    let before = email.calls().len() + sms.calls().len();
+    assert!(
+        before < 1200,
+        "the restart must come mid-stream ({before} of 1200 done)"
+    );
+    let restore = Restore("rabbitmq");
+    run("rabbitmqctl", &["stop_app"]);
+    let (status, body) = eventually("readyz 503", Duration::from_secs(10), || async {
+        let r = worker.get("/readyz").await;
+        (r.0 == 503).then_some(r)
+    })
+    .await;
+    assert!(body.contains("broker disconnected"), "{status} {body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run("rabbitmqctl", &["start_app"]);
+    let started = Instant::now();
+    drop(restore);
+    eventually("readyz 200 again", Duration::from_secs(30), || async {
+        (worker.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    let consuming_after = started.elapsed();
+    eprintln!("broker restart: consuming again {consuming_after:?} after start_app returned");
+    assert!(
+        consuming_after <= Duration::from_secs(5),
+        "took {consuming_after:?}"
+    );
+
+    env.reconnect().await;
+    for i in 600..700 {
+        env.publish(
+            "email",
+            &email_job(&format!("b-e{i}"), &format!("e{i}@example.com")),
+        )
+        .await;
+    }
+    eventually("every job delivered", Duration::from_secs(60), || async {
+        let e: std::collections::HashSet<String> =
+            email.calls().iter().map(|c| c.to().to_owned()).collect();
+        let s: std::collections::HashSet<String> =
+            sms.calls().iter().map(|c| c.to().to_owned()).collect();
+        (e.len() == 700 && s.len() == 600).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    let dupes = email.calls().len() + sms.calls().len() - 1300;
+    eprintln!(
+        "broker restart: {before} of 1200 jobs done at stop_app; {dupes} sent twice (redelivered after the lost channel)"
+    );
+    assert!(env.rows().await.is_empty());
+    assert_eq!(env.ready(&env.email_queue).await, 0);
+    assert_eq!(env.ready(&env.sms_queue).await, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_database_outage_holds_dead_letters_unacked_and_writes_each_once_after() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let email = FakeProvider::start(|_| Reply::status(401, r#"{"error":"invalid_api_key"}"#)).await;
+    let sms = FakeProvider::accepting().await;
+    let worker = env.worker(&email, &sms, &["--auth-pause-secs", "0"]).await;
+    env.publish("email", &email_job("db-0", "db0@example.com"))
+        .await;
+    env.wait_rows(1).await;
+
+    let restore = Restore("postgres");
+    pg("stop");
+    for i in 1..=20 {
+        env.publish(
+            "email",
+            &email_job(&format!("db-{i}"), &format!("db{i}@example.com")),
+        )
+        .await;
+    }
+    // Jobs that need no database keep flowing.
+    env.publish("sms", &sms_job("db-sms", "+919876512345"))
+        .await;
+    sms.wait_calls_to("+919876512345", 1).await;
+    eventually("21 provider calls", Duration::from_secs(20), || async {
+        (email.calls().len() >= 21).then_some(())
+    })
+    .await;
+    let (status, body) = eventually("readyz 503", Duration::from_secs(10), || async {
+        let r = worker.get("/readyz").await;
+        (r.0 == 503).then_some(r)
+    })
+    .await;
+    assert!(body.contains("database unreachable"), "{status} {body}");
+    // The broker's queue statistics lag by a few seconds.
+    let held = eventually("20 held unacked", Duration::from_secs(20), || async {
+        let n = unacked(&env.email_queue);
+        (n == 20).then_some(n)
+    })
+    .await;
+    assert_eq!(
+        held, 20,
+        "every dead letter held unacked while its row cannot be written"
+    );
+
+    pg("start");
+    drop(restore);
+    let rows = eventually("21 rows", Duration::from_secs(60), || async {
+        let rows = env.rows().await;
+        (rows.len() >= 21).then_some(rows)
+    })
+    .await;
+    eventually("queue settled", Duration::from_secs(20), || async {
+        (unacked(&env.email_queue) == 0).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    let mut per_job: HashMap<String, usize> = HashMap::new();
+    for r in &rows {
+        *per_job.entry(r.job_id.clone()).or_default() += 1;
+    }
+    assert_eq!(per_job.len(), 21);
+    assert!(per_job.values().all(|n| *n == 1), "exactly one row per job");
+    assert_eq!(env.ready(&env.email_queue).await, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_sigkilled_worker_loses_nothing_and_duplicates_stay_within_the_unacked_window() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let (email, sms) = (
+        FakeProvider::accepting().await,
+        FakeProvider::accepting().await,
+    );
+    let topology = Topology {
+        exchange: env.exchange.clone(),
+        email_queue: env.email_queue.clone(),
+        sms_queue: env.sms_queue.clone(),
+        queue_type: QueueType::Quorum,
+    };
+    declare(&env.amqp, &topology).await.unwrap();
+    const EACH: usize = 1500;
+    const PREFETCH: usize = 50;
+    for i in 0..EACH {
+        env.publish(
+            "email",
+            &email_job(&format!("k-e{i}"), &format!("k{i}@example.com")),
+        )
+        .await;
+        env.publish(
+            "sms",
+            &sms_job(&format!("k-s{i}"), &format!("+91910000{i:04}")),
+        )
+        .await;
+    }
+    let mut args = env.args(&email, &sms);
+    for [flag, value] in [
+        ["--migosmtp-api-key", EMAIL_KEY],
+        ["--telnxo-api-key", SMS_KEY],
+        ["--prefetch", "50"],
+    ] {
+        set_arg(&mut args, flag, Some(value));
+    }
+    let spawn = || {
+        tokio::process::Command::new(BIN)
+            .env_clear()
+            .env("NOTIFY_LOG_LEVEL", "warn")
+            .arg("run")
+            .args(&args)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut first = spawn();
+    eventually(
+        "a third of the jobs sent",
+        Duration::from_secs(60),
+        || async { (email.calls().len() + sms.calls().len() >= 1000).then_some(()) },
+    )
+    .await;
+    first.kill().await.unwrap(); // SIGKILL
+    let at_kill = email.calls().len() + sms.calls().len();
+
+    let mut second = spawn();
+    eventually(
+        "every job reached its provider",
+        Duration::from_secs(120),
+        || async {
+            let e: std::collections::HashSet<String> =
+                email.calls().iter().map(|c| c.to().to_owned()).collect();
+            let s: std::collections::HashSet<String> =
+                sms.calls().iter().map(|c| c.to().to_owned()).collect();
+            (e.len() == EACH && s.len() == EACH).then_some(())
+        },
+    )
+    .await;
+    let pid = second.id().unwrap().to_string();
+    run("kill", &["-TERM", &pid]);
+    let status = tokio::time::timeout(Duration::from_secs(30), second.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let total = email.calls().len() + sms.calls().len();
+    let dupes = total - 2 * EACH;
+    eprintln!(
+        "crash: SIGKILL after {at_kill} calls; {dupes} jobs sent twice (unacked window {})",
+        2 * PREFETCH
+    );
+    assert!(
+        dupes <= 2 * PREFETCH,
+        "{dupes} duplicates exceed the unacked window"
+    );
+    assert!(env.rows().await.is_empty());
+    assert_eq!(env.ready(&env.email_queue).await, 0);
+    assert_eq!(env.ready(&env.sms_queue).await, 0);
+    env.cleanup().await;
+}
