@@ -318,3 +318,136 @@ async fn a_sigkilled_worker_loses_nothing_and_duplicates_stay_within_the_unacked
     assert_eq!(env.ready(&env.sms_queue).await, 0);
     env.cleanup().await;
 }
+
+/// A TCP proxy to RabbitMQ that can stop forwarding without closing, as a
+/// silently dead broker or network would.
+struct FreezingProxy {
+    addr: std::net::SocketAddr,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FreezingProxy {
+    async fn start() -> Self {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&frozen);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(upstream) = tokio::net::TcpStream::connect("127.0.0.1:5672").await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (ur, uw) = upstream.into_split();
+                for (mut from, mut to, flag) in [
+                    (
+                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(uw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                        Arc::clone(&flag),
+                    ),
+                    (Box::new(ur), Box::new(cw), Arc::clone(&flag)),
+                ] {
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            // Frozen: swallow the bytes, keep the socket open.
+                            if flag.load(Ordering::SeqCst) {
+                                continue;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self { addr, frozen }
+    }
+
+    fn freeze(&self, on: bool) {
+        self.frozen.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_silently_dead_broker_is_noticed_by_heartbeat_and_left_behind() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let (email, sms) = (
+        FakeProvider::accepting().await,
+        FakeProvider::accepting().await,
+    );
+    let proxy = FreezingProxy::start().await;
+    let mut args = env.args(&email, &sms);
+    let url = format!("amqp://guest:guest@{}/%2f", proxy.addr);
+    for [flag, value] in [
+        ["--amqp-url", url.as_str()],
+        ["--heartbeat-secs", "1"],
+        ["--migosmtp-api-key", EMAIL_KEY],
+        ["--telnxo-api-key", SMS_KEY],
+    ] {
+        set_arg(&mut args, flag, Some(value));
+    }
+    let worker = TestWorker::start(args).await;
+    env.publish("email", &email_job("hb-1", "hb1@example.com"))
+        .await;
+    email.wait_calls_to("hb1@example.com", 1).await;
+
+    proxy.freeze(true);
+    let frozen_at = Instant::now();
+    eventually(
+        "readyz 503 on missed heartbeats",
+        Duration::from_secs(30),
+        || async { (worker.get("/readyz").await.0 == 503).then_some(()) },
+    )
+    .await;
+    let noticed = frozen_at.elapsed();
+    proxy.freeze(false);
+    eventually(
+        "readyz 200 after the broker answers again",
+        Duration::from_secs(30),
+        || async { (worker.get("/readyz").await.0 == 200).then_some(()) },
+    )
+    .await;
+    env.publish("email", &email_job("hb-2", "hb2@example.com"))
+        .await;
+    email.wait_calls_to("hb2@example.com", 1).await;
+    eprintln!("heartbeat: a silent broker noticed after {noticed:?} with a 1 s heartbeat");
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_connection_closed_by_the_broker_is_reopened() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut env = TestEnv::new().await;
+    let (email, sms) = (
+        FakeProvider::accepting().await,
+        FakeProvider::accepting().await,
+    );
+    let worker = env.worker(&email, &sms, &[]).await;
+    env.publish("sms", &sms_job("cc-1", "+919876500101")).await;
+    sms.wait_calls_to("+919876500101", 1).await;
+    run("rabbitmqctl", &["close_all_connections", "forced by test"]);
+    env.reconnect().await;
+    eventually(
+        "readyz 200 after reconnecting",
+        Duration::from_secs(30),
+        || async { (worker.get("/readyz").await.0 == 200).then_some(()) },
+    )
+    .await;
+    env.publish("sms", &sms_job("cc-2", "+919876500102")).await;
+    sms.wait_calls_to("+919876500102", 1).await;
+    worker.stop().await;
+    env.cleanup().await;
+}
