@@ -43,6 +43,13 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Read, replay and purge dead letters.
+    #[command(subcommand)]
+    DeadLetters(crate::cli::DeadLetters),
+    /// Publish jobs, with publisher confirms.
+    Enqueue(Box<crate::cli::EnqueueArgs>),
+    /// Serve sandbox MigoSMTP and Telnxo APIs.
+    Sandbox(crate::cli::SandboxArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,10 +72,9 @@ pub struct DatabaseArgs {
     pub database_url: String,
 }
 
+/// Where the broker is and what the topology is called.
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
+pub struct BrokerArgs {
     /// RabbitMQ URL.
     #[arg(
         long,
@@ -78,6 +84,69 @@ pub struct RunArgs {
         hide_env_values = true
     )]
     pub amqp_url: String,
+    /// Queue type used when declaring the queues.
+    #[arg(long, env = "NOTIFY_QUEUE_TYPE", value_name = "NOTIFY_QUEUE_TYPE", value_enum, default_value_t = QueueType::Quorum)]
+    pub queue_type: QueueType,
+    #[arg(
+        long,
+        env = "NOTIFY_EXCHANGE",
+        value_name = "NOTIFY_EXCHANGE",
+        default_value = "notifications"
+    )]
+    pub exchange: String,
+    #[arg(
+        long,
+        env = "NOTIFY_EMAIL_QUEUE",
+        value_name = "NOTIFY_EMAIL_QUEUE",
+        default_value = "notifications.email"
+    )]
+    pub email_queue: String,
+    #[arg(
+        long,
+        env = "NOTIFY_SMS_QUEUE",
+        value_name = "NOTIFY_SMS_QUEUE",
+        default_value = "notifications.sms"
+    )]
+    pub sms_queue: String,
+}
+
+impl BrokerArgs {
+    /// The topology these settings name, checked.
+    pub fn topology(&self) -> Result<Topology, ConfigError> {
+        for (setting, name) in [
+            ("NOTIFY_EXCHANGE", &self.exchange),
+            ("NOTIFY_EMAIL_QUEUE", &self.email_queue),
+            ("NOTIFY_SMS_QUEUE", &self.sms_queue),
+        ] {
+            if name.is_empty() || name.len() > 255 {
+                return Err(ConfigError::Invalid(format!(
+                    "{setting} must be 1 to 255 bytes long"
+                )));
+            }
+        }
+        if self.email_queue == self.sms_queue {
+            return Err(ConfigError::Invalid(
+                "NOTIFY_EMAIL_QUEUE and NOTIFY_SMS_QUEUE must differ".into(),
+            ));
+        }
+        Ok(Topology {
+            exchange: self.exchange.clone(),
+            email_queue: self.email_queue.clone(),
+            sms_queue: self.sms_queue.clone(),
+            queue_type: self.queue_type,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Run against in-process sandbox providers with generated keys (local trial; no real provider is called).
+    #[arg(long, env = "NOTIFY_SANDBOX")]
+    pub sandbox: bool,
     /// Do not apply migrations at start-up.
     #[arg(long, env = "NOTIFY_NO_MIGRATE")]
     pub no_migrate: bool,
@@ -173,30 +242,6 @@ pub struct RunArgs {
     /// Largest job body accepted, in bytes.
     #[arg(long, env = "NOTIFY_MAX_BODY_BYTES", value_name = "NOTIFY_MAX_BODY_BYTES", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(2..=(128 * 1024 * 1024)))]
     pub max_body_bytes: u64,
-    /// Queue type used when declaring the queues.
-    #[arg(long, env = "NOTIFY_QUEUE_TYPE", value_name = "NOTIFY_QUEUE_TYPE", value_enum, default_value_t = QueueType::Quorum)]
-    pub queue_type: QueueType,
-    #[arg(
-        long,
-        env = "NOTIFY_EXCHANGE",
-        value_name = "NOTIFY_EXCHANGE",
-        default_value = "notifications"
-    )]
-    pub exchange: String,
-    #[arg(
-        long,
-        env = "NOTIFY_EMAIL_QUEUE",
-        value_name = "NOTIFY_EMAIL_QUEUE",
-        default_value = "notifications.email"
-    )]
-    pub email_queue: String,
-    #[arg(
-        long,
-        env = "NOTIFY_SMS_QUEUE",
-        value_name = "NOTIFY_SMS_QUEUE",
-        default_value = "notifications.sms"
-    )]
-    pub sms_queue: String,
     /// AMQP heartbeat in seconds, unless AMQP_URL sets `heartbeat=`.
     #[arg(long, env = "NOTIFY_HEARTBEAT_SECS", value_name = "NOTIFY_HEARTBEAT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub heartbeat_secs: u16,
@@ -274,26 +319,11 @@ impl TryFrom<RunArgs> for WorkerConfig {
                 a.retry_base_ms, a.retry_max_ms
             )));
         }
-        for (setting, name) in [
-            ("NOTIFY_EXCHANGE", &a.exchange),
-            ("NOTIFY_EMAIL_QUEUE", &a.email_queue),
-            ("NOTIFY_SMS_QUEUE", &a.sms_queue),
-        ] {
-            if name.is_empty() || name.len() > 255 {
-                return Err(ConfigError::Invalid(format!(
-                    "{setting} must be 1 to 255 bytes long"
-                )));
-            }
-        }
-        if a.email_queue == a.sms_queue {
-            return Err(ConfigError::Invalid(
-                "NOTIFY_EMAIL_QUEUE and NOTIFY_SMS_QUEUE must differ".into(),
-            ));
-        }
-        let mut amqp: AMQPUri = a.amqp_url.parse().map_err(|_| {
+        let topology = a.broker.topology()?;
+        let mut amqp: AMQPUri = a.broker.amqp_url.parse().map_err(|_| {
             ConfigError::Invalid(format!(
                 "AMQP_URL is not a valid AMQP URL: {}",
-                redact_url(&a.amqp_url)
+                redact_url(&a.broker.amqp_url)
             ))
         })?;
         if amqp.query.heartbeat.is_none() {
@@ -331,7 +361,7 @@ impl TryFrom<RunArgs> for WorkerConfig {
             |path: &Option<PathBuf>, setting| path.clone().map(|path| KeyFile { path, setting });
         Ok(Self {
             amqp,
-            amqp_redacted: redact_url(&a.amqp_url),
+            amqp_redacted: redact_url(&a.broker.amqp_url),
             email_key_file: key_file(&a.migosmtp_api_key_file, "MIGOSMTP_API_KEY_FILE"),
             sms_key_file: key_file(&a.telnxo_api_key_file, "TELNXO_API_KEY_FILE"),
             key_poll: Duration::from_millis(a.key_poll_ms),
@@ -355,12 +385,7 @@ impl TryFrom<RunArgs> for WorkerConfig {
             admin_addr: a.admin_addr,
             drain_timeout: Duration::from_secs(a.drain_timeout_secs),
             max_body_bytes: usize::try_from(a.max_body_bytes).unwrap_or(usize::MAX),
-            topology: Topology {
-                exchange: a.exchange,
-                email_queue: a.email_queue,
-                sms_queue: a.sms_queue,
-                queue_type: a.queue_type,
-            },
+            topology,
         })
     }
 }

@@ -97,7 +97,7 @@ pub struct EmailAddress(String);
 
 impl EmailAddress {
     fn parse(value: &str) -> Result<Self, String> {
-        let ok = value.len() <= 254
+        let ok = value.chars().count() <= 254
             && value.matches('@').count() == 1
             && !value.starts_with('@')
             && !value.ends_with('@')

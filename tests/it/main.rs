@@ -4,7 +4,9 @@
 mod admin;
 mod binary;
 mod decoding;
+mod operations;
 mod outcomes;
 mod resilience;
 mod retries;
+mod sandbox;
 mod support;
