@@ -11,6 +11,7 @@ use crate::{
     provider::Provider,
     secret::redact_url,
     session::{BrokerHealth, Session, SessionError},
+    writer::DeadLetterWriter,
 };
 use lapin::uri::AMQPUri;
 use std::{
@@ -70,7 +71,7 @@ impl Worker {
             email: route(config.email, Provider::MigoSmtp),
             sms: route(config.sms, Provider::Telnxo),
             retry: config.retry,
-            store: store.clone(),
+            writer: DeadLetterWriter::spawn(store.clone()),
             topology: config.topology.clone(),
             max_body_bytes: config.max_body_bytes,
             max_redeliveries: config.max_redeliveries,

@@ -2,7 +2,7 @@
 
 use crate::{job::Channel, provider::Provider};
 use serde_json::Value;
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, postgres::PgPoolOptions};
 use std::time::Duration;
 
 /// `error_code` values of the worker's own (providers' codes are stored as given).
@@ -63,6 +63,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("dead-letter insert failed: {0}")]
     Insert(sqlx::Error),
+    #[error("dead-letter insert failed: {0}")]
+    Writer(String),
 }
 
 /// Where dead letters go.
@@ -109,30 +111,62 @@ impl DeadLetterStore {
     /// so a redelivered job never makes a second row. Returns whether a row
     /// was written. When this returns `Ok`, the row is committed.
     pub async fn insert(&self, row: &DeadLetter) -> Result<bool, StoreError> {
-        let (payload, raw) = match &row.body {
-            Body::Json(v) => (Some(v), None),
-            Body::Raw(b) => (None, Some(b.as_slice())),
-        };
-        let result = sqlx::query(
+        Ok(self
+            .insert_many(&[row])
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
+
+    /// Writes `rows` in one statement (one commit), each unless an open row
+    /// for its (channel, job_id) exists. Returns, per row, whether it was
+    /// written; a row whose job repeats an earlier one in `rows` is not.
+    pub async fn insert_many(&self, rows: &[&DeadLetter]) -> Result<Vec<bool>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
             "INSERT INTO dead_letters (job_id, channel, provider, error_code, reason, \
-             http_status, provider_response, payload, raw_payload, attempts, source_queue) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (channel, job_id) WHERE replayed_at IS NULL DO NOTHING",
-        )
-        .bind(&row.job_id)
-        .bind(row.channel.as_str())
-        .bind(row.provider.map(Provider::as_str))
-        .bind(&row.error_code)
-        .bind(&row.reason)
-        .bind(row.http_status.map(i32::from))
-        .bind(row.provider_response.as_deref())
-        .bind(payload.map(sqlx::types::Json))
-        .bind(raw)
-        .bind(i32::try_from(row.attempts).unwrap_or(i32::MAX))
-        .bind(&row.source_queue)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::Insert)?;
-        Ok(result.rows_affected() == 1)
+             http_status, provider_response, payload, raw_payload, attempts, source_queue) ",
+        );
+        q.push_values(rows, |mut b, row| {
+            let (payload, raw) = match &row.body {
+                Body::Json(v) => (Some(sqlx::types::Json(v.clone())), None),
+                Body::Raw(bytes) => (None, Some(bytes.clone())),
+            };
+            b.push_bind(row.job_id.clone())
+                .push_bind(row.channel.as_str())
+                .push_bind(row.provider.map(Provider::as_str))
+                .push_bind(row.error_code.clone())
+                .push_bind(row.reason.clone())
+                .push_bind(row.http_status.map(i32::from))
+                .push_bind(row.provider_response.clone())
+                .push_bind(payload)
+                .push_bind(raw)
+                .push_bind(i32::try_from(row.attempts).unwrap_or(i32::MAX))
+                .push_bind(row.source_queue.clone());
+        });
+        q.push(" ON CONFLICT (channel, job_id) WHERE replayed_at IS NULL DO NOTHING RETURNING channel, job_id");
+        let written = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Insert)?;
+        let mut written: Vec<(String, String)> =
+            written.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let key = (row.channel.as_str().to_owned(), row.job_id.clone());
+                match written.iter().position(|w| *w == key) {
+                    Some(at) => {
+                        written.swap_remove(at);
+                        true
+                    }
+                    None => false,
+                }
+            })
+            .collect())
     }
 }

@@ -30,3 +30,4 @@ pub mod session;
 pub mod settle;
 pub mod shutdown;
 pub mod telemetry;
+pub mod writer;

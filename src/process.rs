@@ -2,7 +2,7 @@
 
 use crate::{
     broker::Topology,
-    deadletter::{Body, DeadLetter, DeadLetterStore, codes},
+    deadletter::{Body, DeadLetter, codes},
     deliver::{Delivery, Failure, deliver},
     gate::Gate,
     job::{Channel, DecodeInput, Job, decode},
@@ -10,6 +10,7 @@ use crate::{
     provider::{Provider, ProviderClient},
     retry::RetryPolicy,
     settle::{Settled, Settlement, settle},
+    writer::DeadLetterWriter,
 };
 use lapin::{message::Delivery as AmqpDelivery, types::AMQPValue};
 use std::sync::Arc;
@@ -28,7 +29,7 @@ pub struct Pipeline {
     pub email: Route,
     pub sms: Route,
     pub retry: RetryPolicy,
-    pub store: DeadLetterStore,
+    pub writer: DeadLetterWriter,
     pub topology: Topology,
     pub max_body_bytes: usize,
     /// Deliveries of one message beyond this are dead-lettered unsent.
@@ -63,7 +64,7 @@ impl Pipeline {
         let settled = settle(
             decision.settlement,
             &delivery.acker,
-            &self.store,
+            &self.writer,
             &self.shutdown,
         )
         .await;

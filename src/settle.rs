@@ -2,10 +2,7 @@
 //! it, or give it back to the broker. Nothing is acked before its outcome is
 //! settled.
 
-use crate::{
-    deadletter::{DeadLetter, DeadLetterStore},
-    metrics,
-};
+use crate::{deadletter::DeadLetter, metrics, writer::DeadLetterWriter};
 use lapin::{
     Acker,
     options::{BasicAckOptions, BasicNackOptions},
@@ -41,16 +38,17 @@ pub enum Settled {
 pub async fn settle(
     settlement: Settlement,
     acker: &Acker,
-    store: &DeadLetterStore,
+    writer: &DeadLetterWriter,
     shutdown: &CancellationToken,
 ) -> Settled {
     match settlement {
         Settlement::Ack => ack(acker, Settled::Acked).await,
         Settlement::Requeue => requeue(acker).await,
         Settlement::DeadLetter(row) => {
+            let row: std::sync::Arc<DeadLetter> = std::sync::Arc::from(row);
             let mut wait = Duration::from_millis(200);
             loop {
-                match store.insert(&row).await {
+                match writer.write(std::sync::Arc::clone(&row)).await {
                     Ok(new_row) => return ack(acker, Settled::DeadLettered { new_row }).await,
                     Err(e) => {
                         metrics::dead_letter_write_failed();

@@ -355,3 +355,60 @@ async fn jobs_run_concurrently_up_to_the_prefetch_window() {
     assert!(max > 8 && max <= 16, "calls in flight at once: {max}");
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn batched_writes_keep_one_row_per_job_and_one_bad_row_does_not_block_the_rest() {
+    use notify_worker::{
+        deadletter::{Body, DeadLetter, DeadLetterStore},
+        job::Channel,
+        writer::DeadLetterWriter,
+    };
+    use std::sync::Arc;
+    let env = TestEnv::new().await;
+    let store = DeadLetterStore::connect(&env.database_url, "test")
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let writer = DeadLetterWriter::spawn(store);
+    let row = |job: &str, response: usize| {
+        Arc::new(DeadLetter {
+            job_id: job.into(),
+            channel: Channel::Sms,
+            provider: None,
+            error_code: "invalid_job".into(),
+            reason: "r".into(),
+            http_status: None,
+            provider_response: Some("x".repeat(response)),
+            body: Body::Raw(b"raw".to_vec()),
+            attempts: 0,
+            source_queue: "q".into(),
+        })
+    };
+    // Sent at once, so they share batches: a duplicate job and a row the table refuses.
+    let mut jobs = Vec::new();
+    for i in 0..50 {
+        let w = writer.clone();
+        let r = if i == 25 {
+            row("too-big", 5000)
+        } else {
+            row(&format!("j{}", i % 40), 10)
+        };
+        jobs.push(tokio::spawn(async move { w.write(r).await }));
+    }
+    let mut new_rows = 0;
+    let mut failed = 0;
+    for j in jobs {
+        match j.await.unwrap() {
+            Ok(true) => new_rows += 1,
+            Ok(false) => {}
+            Err(_) => failed += 1,
+        }
+    }
+    assert_eq!(
+        (new_rows, failed),
+        (39, 1),
+        "39 distinct jobs written once each; the oversize row alone failed"
+    );
+    assert_eq!(env.rows().await.len(), 39);
+    env.cleanup().await;
+}
