@@ -78,7 +78,7 @@ impl Worker {
             shutdown: shutdown.clone(),
         });
         let tracker = TaskTracker::new();
-        let health = Arc::new(BrokerHealth::default());
+        let health = Arc::new(BrokerHealth::new(config.consumers_per_queue));
         let session = Session::open(
             &config.amqp,
             &config.amqp_redacted,

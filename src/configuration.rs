@@ -264,6 +264,10 @@ pub struct RunArgs {
     /// How long the outage breaker pauses a provider before a probe, in seconds.
     #[arg(long, env = "NOTIFY_BREAKER_COOLDOWN_SECS", value_name = "NOTIFY_BREAKER_COOLDOWN_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub breaker_cooldown_secs: u64,
+    /// Consumers (AMQP channels) per queue, each with NOTIFY_PREFETCH unacked
+    /// deliveries: jobs in flight per queue = consumers × prefetch.
+    #[arg(long, env = "NOTIFY_CONSUMERS_PER_QUEUE", value_name = "NOTIFY_CONSUMERS_PER_QUEUE", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub consumers_per_queue: u16,
     /// How often key files are checked for a new key, in milliseconds.
     #[arg(long, env = "NOTIFY_KEY_POLL_MS", value_name = "NOTIFY_KEY_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub key_poll_ms: u64,
@@ -303,6 +307,7 @@ pub struct WorkerConfig {
     pub circuit: CircuitPolicy,
     pub max_redeliveries: u64,
     pub prefetch: u16,
+    pub consumers_per_queue: usize,
     pub admin_addr: SocketAddr,
     pub drain_timeout: Duration,
     pub max_body_bytes: usize,
@@ -330,7 +335,7 @@ impl TryFrom<RunArgs> for WorkerConfig {
             amqp.query.heartbeat = Some(a.heartbeat_secs);
         }
         let timeout = Duration::from_millis(a.request_timeout_ms);
-        let pool = usize::from(a.prefetch);
+        let pool = usize::from(a.prefetch) * usize::from(a.consumers_per_queue);
         let email_key = load_key(
             a.migosmtp_api_key.as_deref(),
             a.migosmtp_api_key_file.as_deref(),
@@ -382,6 +387,7 @@ impl TryFrom<RunArgs> for WorkerConfig {
                 retry_after_cap: Duration::from_millis(a.retry_after_max_ms),
             },
             prefetch: a.prefetch,
+            consumers_per_queue: usize::from(a.consumers_per_queue),
             admin_addr: a.admin_addr,
             drain_timeout: Duration::from_secs(a.drain_timeout_secs),
             max_body_bytes: usize::try_from(a.max_body_bytes).unwrap_or(usize::MAX),

@@ -32,6 +32,7 @@ pub enum ConsumeError {
 pub async fn start(
     conn: &Connection,
     channel: Channel,
+    index: usize,
     prefetch: u16,
     pipeline: Arc<Pipeline>,
     tracker: TaskTracker,
@@ -48,6 +49,7 @@ pub async fn start(
         queue: queue.clone(),
         reason: e.to_string(),
     };
+    let tag = format!("notify-worker-{}-{index}", channel.as_str());
     let amqp = conn.create_channel().await.map_err(fail)?;
     amqp.basic_qos(prefetch, BasicQosOptions::default())
         .await
@@ -55,7 +57,7 @@ pub async fn start(
     let consumer = amqp
         .basic_consume(
             queue.as_str().into(),
-            format!("notify-worker-{}", channel.as_str()).into(),
+            tag.as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
@@ -69,7 +71,6 @@ pub async fn start(
         if result.is_ok() {
             // Stop the broker sending more; deliveries it already sent stay
             // unacked and go back to the queue when the channel closes.
-            let tag = format!("notify-worker-{}", channel.as_str());
             let _ = ch
                 .basic_cancel(tag.into(), BasicCancelOptions::default())
                 .await;

@@ -16,13 +16,21 @@ use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
 /// What `/readyz` knows of the broker side.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BrokerHealth {
     pub connected: AtomicBool,
-    pub consumers: [Arc<AtomicBool>; 2],
+    /// One flag per consumer, email's first.
+    pub consumers: Vec<Arc<AtomicBool>>,
 }
 
 impl BrokerHealth {
+    pub fn new(consumers_per_queue: usize) -> Self {
+        Self {
+            connected: AtomicBool::new(false),
+            consumers: (0..2 * consumers_per_queue).map(|_| Arc::new(AtomicBool::new(false))).collect(),
+        }
+    }
+
     pub fn ready(&self) -> (bool, bool) {
         (
             self.connected.load(Ordering::SeqCst),
@@ -47,7 +55,7 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects, declares the topology and starts both consumers.
+    /// Connects, declares the topology and starts the consumers of both queues.
     pub async fn open(
         uri: &AMQPUri,
         redacted: &str,
@@ -79,10 +87,13 @@ impl Session {
         health: &BrokerHealth,
     ) -> Result<(), SessionError> {
         broker::declare(&self.connection, &pipeline.topology).await?;
-        for (channel, running) in Channel::ALL.into_iter().zip(&health.consumers) {
+        let per_queue = health.consumers.len() / 2;
+        let slots = Channel::ALL.into_iter().flat_map(|c| (0..per_queue).map(move |i| (c, i)));
+        for ((channel, index), running) in slots.zip(&health.consumers) {
             let (amqp, pump) = consume::start(
                 &self.connection,
                 channel,
+                index,
                 prefetch,
                 Arc::clone(pipeline),
                 tracker.clone(),
