@@ -27,7 +27,9 @@ impl BrokerHealth {
     pub fn new(consumers_per_queue: usize) -> Self {
         Self {
             connected: AtomicBool::new(false),
-            consumers: (0..2 * consumers_per_queue).map(|_| Arc::new(AtomicBool::new(false))).collect(),
+            consumers: (0..2 * consumers_per_queue)
+                .map(|_| Arc::new(AtomicBool::new(false)))
+                .collect(),
         }
     }
 
@@ -88,7 +90,9 @@ impl Session {
     ) -> Result<(), SessionError> {
         broker::declare(&self.connection, &pipeline.topology).await?;
         let per_queue = health.consumers.len() / 2;
-        let slots = Channel::ALL.into_iter().flat_map(|c| (0..per_queue).map(move |i| (c, i)));
+        let slots = Channel::ALL
+            .into_iter()
+            .flat_map(|c| (0..per_queue).map(move |i| (c, i)));
         for ((channel, index), running) in slots.zip(&health.consumers) {
             let (amqp, pump) = consume::start(
                 &self.connection,

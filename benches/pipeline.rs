@@ -1,0 +1,624 @@
+//! Benchmark against the local RabbitMQ and PostgreSQL, the worker running
+//! as its own process (the release binary) and the fake providers in this
+//! one. Each figure is measured next to its baseline in the same run.
+//!
+//!   cargo bench --bench pipeline                 # full run, medians of 3
+//!   cargo bench --bench pipeline -- --smoke      # tiny sizes, one run (CI)
+//!
+//! (a) the broker's limit: a plain lapin consumer that acks each delivery,
+//!     awaiting each ack (and, for reference, with acks pipelined);
+//! (b) the worker end to end with an instant provider;
+//! (c) a 200 ms provider: jobs/s against K calls in flight;
+//! (d) worker RSS idle, at 1,000 and at 10,000 calls in flight;
+//! (e) a revoked-key storm (auth pause off): dead-letter rows/s.
+
+use axum::{Router, extract::State, http::StatusCode, routing::post};
+use futures_util::StreamExt;
+use lapin::{
+    BasicProperties, Connection, ConnectionProperties,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions, QueueDeleteOptions,
+    },
+    types::FieldTable,
+};
+use notify_worker::broker::{QueueType, Topology, declare};
+use sqlx::PgPool;
+use std::{
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const BIN: &str = env!("CARGO_BIN_EXE_notify-worker");
+const EMAIL_KEY: &str = "mk_bench_key";
+const SMS_KEY: &str = "tk_bench_key";
+
+struct Sizes {
+    runs: usize,
+    jobs: usize,
+    ks: Vec<usize>,
+    storm: usize,
+    rss_in_flight: Vec<usize>,
+}
+
+/// Completion times of provider calls, and what to answer.
+struct Fake {
+    done: Mutex<Vec<Instant>>,
+    status: StatusCode,
+    delay: Duration,
+}
+
+async fn fake(status: StatusCode, delay: Duration) -> (String, Arc<Fake>) {
+    let state = Arc::new(Fake {
+        done: Mutex::new(Vec::with_capacity(100_000)),
+        status,
+        delay,
+    });
+    let app = Router::new()
+        .fallback(post(|State(s): State<Arc<Fake>>| async move {
+            if !s.delay.is_zero() {
+                tokio::time::sleep(s.delay).await;
+            }
+            s.done.lock().unwrap().push(Instant::now());
+            let body = if s.status == StatusCode::OK {
+                r#"{"id":"m","status":"queued"}"#
+            } else {
+                r#"{"error":{"code":"invalid_api_key","message":"revoked"}}"#
+            };
+            (s.status, body)
+        }))
+        .with_state(Arc::clone(&state));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, state)
+}
+
+impl Fake {
+    fn count(&self) -> usize {
+        self.done.lock().unwrap().len()
+    }
+    /// Jobs/s over the middle 80% of completions.
+    fn steady_rate(&self) -> f64 {
+        let mut t = self.done.lock().unwrap().clone();
+        t.sort();
+        if t.len() < 10 {
+            return f64::NAN;
+        }
+        let (lo, hi) = (t.len() / 10, t.len() * 9 / 10);
+        (hi - lo) as f64 / (t[hi] - t[lo]).as_secs_f64()
+    }
+    fn first_to_last(&self) -> Duration {
+        let t = self.done.lock().unwrap();
+        match (t.iter().min(), t.iter().max()) {
+            (Some(a), Some(b)) => *b - *a,
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+struct Env {
+    suffix: String,
+    db_url: String,
+    db: PgPool,
+    amqp: Connection,
+    topology: Topology,
+}
+
+impl Env {
+    async fn new(queue_type: QueueType) -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let admin = PgPool::connect(ADMIN_DB).await.expect("postgres");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE nw_bench_{suffix}"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        admin.close().await;
+        let db_url = format!("postgres://postgres@127.0.0.1:5432/nw_bench_{suffix}");
+        let db = PgPool::connect(&db_url).await.unwrap();
+        sqlx::migrate!("./migrations").run(&db).await.unwrap();
+        let amqp = Connection::connect(AMQP, ConnectionProperties::default())
+            .await
+            .expect("rabbitmq");
+        let topology = Topology {
+            exchange: format!("nw-bench-{suffix}"),
+            email_queue: format!("nw-bench-{suffix}.email"),
+            sms_queue: format!("nw-bench-{suffix}.sms"),
+            queue_type,
+        };
+        declare(&amqp, &topology).await.unwrap();
+        Self {
+            suffix,
+            db_url,
+            db,
+            amqp,
+            topology,
+        }
+    }
+
+    /// Publishes `n` email jobs (or SMS), confirms pipelined in windows.
+    async fn publish(&self, n: usize, sms: bool) {
+        let ch = self.amqp.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let mut pending = Vec::with_capacity(1000);
+        for i in 0..n {
+            let body = if sms {
+                format!(
+                    r#"{{"id":"b{i}","from":"BRAND","to":"+91{:010}","message":"Your OTP is 482910"}}"#,
+                    i
+                )
+            } else {
+                format!(
+                    r#"{{"id":"b{i}","from":"hello@yourdomain.com","to":"r{i}@example.com","subject":"Hello","html":"<p>Your message here</p>"}}"#
+                )
+            };
+            let key = if sms { "sms" } else { "email" };
+            let props = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2);
+            let confirm = ch
+                .basic_publish(
+                    self.topology.exchange.as_str().into(),
+                    key.into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    props,
+                )
+                .await
+                .unwrap();
+            pending.push(confirm);
+            if pending.len() == 1000 {
+                for c in pending.drain(..) {
+                    c.await.unwrap();
+                }
+            }
+        }
+        for c in pending {
+            c.await.unwrap();
+        }
+        let _ = ch.close(200, "ok".into()).await;
+    }
+
+    async fn ready(&self, queue: &str) -> u32 {
+        let ch = self.amqp.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = ch.close(200, "ok".into()).await;
+        q.message_count()
+    }
+
+    async fn rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    async fn drop_all(self) {
+        let ch = self.amqp.create_channel().await.unwrap();
+        for q in [&self.topology.email_queue, &self.topology.sms_queue] {
+            let _ = ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = ch
+            .exchange_delete(self.topology.exchange.as_str().into(), Default::default())
+            .await;
+        let _ = self.amqp.close(200, "ok".into()).await;
+        self.db.close().await;
+        let admin = PgPool::connect(ADMIN_DB).await.unwrap();
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE nw_bench_{} WITH (FORCE)",
+            self.suffix
+        )))
+        .execute(&admin)
+        .await;
+    }
+
+    /// Starts the worker binary; returns it once `/readyz` says 200.
+    async fn worker(
+        &self,
+        provider: &str,
+        prefetch: usize,
+        consumers: usize,
+        extra: &[&str],
+    ) -> Worker {
+        let admin = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let queue_type = match self.topology.queue_type {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        };
+        let child = tokio::process::Command::new(BIN)
+            .env_clear()
+            .env("NOTIFY_LOG_LEVEL", "warn")
+            .envs(
+                std::env::var("MALLOC_ARENA_MAX")
+                    .ok()
+                    .map(|v| ("MALLOC_ARENA_MAX", v)),
+            )
+            .args([
+                "run",
+                "--no-migrate",
+                "--amqp-url",
+                AMQP,
+                "--database-url",
+                &self.db_url,
+            ])
+            .args([
+                "--exchange",
+                &self.topology.exchange,
+                "--email-queue",
+                &self.topology.email_queue,
+                "--sms-queue",
+                &self.topology.sms_queue,
+            ])
+            .args([
+                "--queue-type",
+                queue_type,
+                "--admin-addr",
+                &admin,
+                "--prefetch",
+                &prefetch.to_string(),
+            ])
+            .args(["--consumers-per-queue", &consumers.to_string()])
+            .args([
+                "--migosmtp-base-url",
+                provider,
+                "--telnxo-base-url",
+                provider,
+            ])
+            .args(["--migosmtp-api-key", EMAIL_KEY, "--telnxo-api-key", SMS_KEY])
+            .args(extra)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://{admin}/readyz")).await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "worker not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Worker { child }
+    }
+}
+
+struct Worker {
+    child: tokio::process::Child,
+}
+
+impl Worker {
+    fn rss_mib(&self) -> f64 {
+        let pid = self.child.id().unwrap_or(0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// (a) Consumes `n` with a plain lapin consumer; returns jobs/s from the
+/// first delivery to the last ack.
+async fn baseline(env: &Env, n: usize, prefetch: u16, pipelined: bool) -> f64 {
+    env.publish(n, false).await;
+    let ch = env.amqp.create_channel().await.unwrap();
+    ch.basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            env.topology.email_queue.as_str().into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut first = None;
+    let mut acks = Vec::new();
+    for _ in 0..n {
+        let delivery = consumer.next().await.unwrap().unwrap();
+        first.get_or_insert_with(Instant::now);
+        if pipelined {
+            let acker = delivery.acker.clone();
+            acks.push(tokio::spawn(async move {
+                acker.ack(BasicAckOptions::default()).await
+            }));
+        } else {
+            delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .unwrap();
+        }
+    }
+    for a in acks {
+        a.await.unwrap().unwrap();
+    }
+    let took = first.map_or(Duration::ZERO, |f| f.elapsed());
+    let _ = ch.close(200, "ok".into()).await;
+    n as f64 / took.as_secs_f64()
+}
+
+/// (b) The worker with an instant provider; jobs/s from the first call to
+/// the last, once the queue is drained.
+async fn end_to_end(env: &Env, n: usize, prefetch: usize) -> f64 {
+    let (url, fake) = fake(StatusCode::OK, Duration::ZERO).await;
+    env.publish(n, false).await;
+    let worker = env.worker(&url, prefetch, 1, &[]).await;
+    wait_until("all delivered", Duration::from_secs(300), async || {
+        fake.count() >= n
+    })
+    .await;
+    wait_until("queue drained", Duration::from_secs(60), async || {
+        env.ready(&env.topology.email_queue).await == 0
+    })
+    .await;
+    worker.stop().await;
+    n as f64 / fake.first_to_last().as_secs_f64()
+}
+
+/// (c) A 200 ms provider with `k` calls in flight; steady jobs/s.
+async fn slow_provider(env: &Env, k: usize, rounds: usize) -> f64 {
+    let (url, fake) = fake(StatusCode::OK, Duration::from_millis(200)).await;
+    let n = k * rounds;
+    env.publish(n, false).await;
+    let consumers = k.div_ceil(1000);
+    let worker = env
+        .worker(
+            &url,
+            k / consumers,
+            consumers,
+            &["--request-timeout-ms", "30000"],
+        )
+        .await;
+    wait_until("all delivered", Duration::from_secs(300), async || {
+        fake.count() >= n
+    })
+    .await;
+    worker.stop().await;
+    fake.steady_rate()
+}
+
+/// (d) RSS idle, then the peak while `in_flight` calls wait on a 2 s provider.
+async fn memory(env: &Env, in_flight: usize) -> (f64, f64) {
+    let (url, fake) = fake(StatusCode::OK, Duration::from_secs(2)).await;
+    let per_queue = in_flight / 2;
+    let consumers = per_queue.div_ceil(1000);
+    let worker = env
+        .worker(
+            &url,
+            per_queue / consumers,
+            consumers,
+            &["--request-timeout-ms", "30000"],
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = worker.rss_mib();
+    let n = in_flight * 2;
+    let e = env.publish(n / 2, false);
+    let s = env.publish(n / 2, true);
+    tokio::join!(e, s);
+    let mut peak = 0f64;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while fake.count() < n && Instant::now() < deadline {
+        peak = peak.max(worker.rss_mib());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.stop().await;
+    (idle, peak)
+}
+
+/// (e) Every call answers 401, the pause is off: dead-letter rows/s.
+async fn storm(env: &Env, n: usize) -> f64 {
+    let (url, fake) = fake(StatusCode::UNAUTHORIZED, Duration::ZERO).await;
+    env.publish(n, false).await;
+    let worker = env.worker(&url, 200, 1, &["--auth-pause-secs", "0"]).await;
+    wait_until("all rows", Duration::from_secs(300), async || {
+        env.rows().await >= n as i64
+    })
+    .await;
+    // From the first provider call to the moment the last row was seen.
+    let first = fake
+        .done
+        .lock()
+        .unwrap()
+        .iter()
+        .min()
+        .copied()
+        .unwrap_or_else(Instant::now);
+    let took = first.elapsed();
+    worker.stop().await;
+    n as f64 / took.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn fmt_runs(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    // `--only b,d` runs some scenarios (for profiling); all by default.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "a,b,c,d,e".into());
+    let run = |s: &str| {
+        only.split(',')
+            .any(|o| o == s || (s == "ab" && (o == "a" || o == "b")))
+    };
+    let sizes = if smoke {
+        Sizes {
+            runs: 1,
+            jobs: 300,
+            ks: vec![20],
+            storm: 200,
+            rss_in_flight: vec![100],
+        }
+    } else {
+        Sizes {
+            runs: 3,
+            jobs: 20_000,
+            ks: vec![100, 500, 1000, 2000],
+            storm: 20_000,
+            rss_in_flight: vec![1000, 10_000],
+        }
+    };
+    let prefetch = 200;
+    println!(
+        "# notify-worker benchmark ({} mode, {} run(s) each, medians)\n",
+        if smoke { "smoke" } else { "full" },
+        sizes.runs
+    );
+    if run("ab") {
+        println!(
+            "| queue | (a) lapin, await each ack | (a) lapin, pipelined acks | (b) worker end to end | (b)/(a) |"
+        );
+        println!("|---|---|---|---|---|");
+        for qt in [QueueType::Classic, QueueType::Quorum] {
+            let (mut a, mut ap, mut b, mut ratio) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..sizes.runs {
+                let env = Env::new(qt).await;
+                let base = baseline(&env, sizes.jobs, prefetch as u16, false).await;
+                let piped = baseline(&env, sizes.jobs, prefetch as u16, true).await;
+                let worker = end_to_end(&env, sizes.jobs, prefetch).await;
+                env.drop_all().await;
+                a.push(base);
+                ap.push(piped);
+                b.push(worker);
+                ratio.push(worker / base);
+            }
+            println!(
+                "| {qt:?} ({} jobs, prefetch {prefetch}) | {:.0}/s ({}) | {:.0}/s ({}) | {:.0}/s ({}) | {:.2} ({}) |",
+                sizes.jobs,
+                median(a.clone()),
+                fmt_runs(&a),
+                median(ap.clone()),
+                fmt_runs(&ap),
+                median(b.clone()),
+                fmt_runs(&b),
+                median(ratio.clone()),
+                ratio
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    if run("c") {
+        println!(
+            "\n| (c) 200 ms provider, quorum | target 90% of K/0.2 s | steady jobs/s | share of K/0.2 s |"
+        );
+        println!("|---|---|---|---|");
+        for &k in &sizes.ks {
+            let mut rates = Vec::new();
+            for _ in 0..sizes.runs {
+                let env = Env::new(QueueType::Quorum).await;
+                rates.push(slow_provider(&env, k, 5).await);
+                env.drop_all().await;
+            }
+            let ideal = k as f64 / 0.2;
+            let m = median(rates.clone());
+            println!(
+                "| K = {k} | {:.0}/s | {m:.0}/s ({}) | {:.0}% |",
+                0.9 * ideal,
+                fmt_runs(&rates),
+                100.0 * m / ideal
+            );
+        }
+    }
+    if run("d") {
+        println!("\n| (d) worker RSS, quorum | idle MiB | peak MiB in flight |");
+        println!("|---|---|---|");
+        for &n in &sizes.rss_in_flight {
+            let (mut idle, mut peak) = (Vec::new(), Vec::new());
+            for _ in 0..sizes.runs {
+                let env = Env::new(QueueType::Quorum).await;
+                let (i, p) = memory(&env, n).await;
+                env.drop_all().await;
+                idle.push(i);
+                peak.push(p);
+            }
+            println!(
+                "| {n} calls in flight | {:.1} ({}) | {:.1} ({}) |",
+                median(idle.clone()),
+                fmt_runs(&idle),
+                median(peak.clone()),
+                fmt_runs(&peak)
+            );
+        }
+    }
+    if run("e") {
+        let mut rows = Vec::new();
+        for _ in 0..sizes.runs {
+            let env = Env::new(QueueType::Quorum).await;
+            rows.push(storm(&env, sizes.storm).await);
+            env.drop_all().await;
+        }
+        println!("\n| (e) revoked-key storm, quorum, pause off | rows/s |");
+        println!("|---|---|");
+        println!(
+            "| {} jobs, every call 401 | {:.0} ({}) |",
+            sizes.storm,
+            median(rows.clone()),
+            fmt_runs(&rows)
+        );
+    }
+}
