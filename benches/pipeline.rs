@@ -42,6 +42,7 @@ struct Sizes {
     ks: Vec<usize>,
     storm: usize,
     rss_in_flight: Vec<usize>,
+    soak: usize,
 }
 
 /// Completion times of provider calls, and what to answer.
@@ -452,6 +453,30 @@ async fn memory(env: &Env, in_flight: usize) -> (f64, f64) {
     (idle, peak)
 }
 
+/// (d, long run) RSS sampled at each tenth of `n` jobs through a 20 ms
+/// provider with 1,000 calls in flight: a leak shows as a rising line.
+async fn soak(env: &Env, n: usize) -> Vec<f64> {
+    let (url, fake) = fake(StatusCode::OK, Duration::from_millis(20)).await;
+    let worker = env.worker(&url, 500, 1, &[]).await;
+    let e = env.publish(n / 2, false);
+    let s = env.publish(n / 2, true);
+    let mut samples = Vec::new();
+    let sample = async {
+        let mut next = n / 10;
+        while fake.count() < n {
+            if fake.count() >= next {
+                samples.push(worker.rss_mib());
+                next += n / 10;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        samples.push(worker.rss_mib());
+    };
+    tokio::join!(e, s, sample);
+    worker.stop().await;
+    samples
+}
+
 /// (e) Every call answers 401, the pause is off: dead-letter rows/s.
 async fn storm(env: &Env, n: usize) -> f64 {
     let (url, fake) = fake(StatusCode::UNAUTHORIZED, Duration::ZERO).await;
@@ -509,6 +534,7 @@ async fn main() {
             ks: vec![20],
             storm: 200,
             rss_in_flight: vec![100],
+            soak: 1000,
         }
     } else {
         Sizes {
@@ -517,6 +543,7 @@ async fn main() {
             ks: vec![100, 500, 1000, 2000],
             storm: 20_000,
             rss_in_flight: vec![1000, 10_000],
+            soak: 200_000,
         }
     };
     let prefetch = 200;
@@ -604,6 +631,14 @@ async fn main() {
                 fmt_runs(&peak)
             );
         }
+        let env = Env::new(QueueType::Quorum).await;
+        let samples = soak(&env, sizes.soak).await;
+        env.drop_all().await;
+        println!(
+            "\nLong run, {} jobs, 1,000 calls in flight: RSS MiB at each tenth: {}",
+            sizes.soak,
+            samples.iter().map(|m| format!("{m:.1}")).collect::<Vec<_>>().join(", ")
+        );
     }
     if run("e") {
         let mut rows = Vec::new();
