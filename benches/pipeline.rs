@@ -637,7 +637,11 @@ async fn main() {
         println!(
             "\nLong run, {} jobs, 1,000 calls in flight: RSS MiB at each tenth: {}",
             sizes.soak,
-            samples.iter().map(|m| format!("{m:.1}")).collect::<Vec<_>>().join(", ")
+            samples
+                .iter()
+                .map(|m| format!("{m:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     if run("e") {

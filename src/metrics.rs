@@ -14,6 +14,7 @@ pub const PROVIDER_DURATION: &str = "notify_provider_request_duration_seconds";
 pub const IN_FLIGHT: &str = "notify_jobs_in_flight";
 pub const DEAD_LETTER_WRITE_FAILURES: &str = "notify_dead_letter_write_failures_total";
 pub const PROVIDER_PAUSED: &str = "notify_provider_paused";
+pub const CONSUMERS_RUNNING: &str = "notify_consumers_running";
 pub const REDELIVERY_LIMIT: &str = "notify_redelivery_limit_total";
 
 /// The process-wide Prometheus recorder, installed on first use. Several
@@ -103,6 +104,22 @@ const PAUSE_REASONS: [&str; 10] = [
     "forbidden",
     "other",
 ];
+
+/// Counts a running consumer for as long as it lives.
+pub struct ConsumerRunning(Channel);
+
+impl ConsumerRunning {
+    pub fn start(channel: Channel) -> Self {
+        gauge!(CONSUMERS_RUNNING, "channel" => channel.as_str()).increment(1.0);
+        Self(channel)
+    }
+}
+
+impl Drop for ConsumerRunning {
+    fn drop(&mut self) {
+        gauge!(CONSUMERS_RUNNING, "channel" => self.0.as_str()).decrement(1.0);
+    }
+}
 
 /// Counts a job in flight for as long as it lives.
 pub struct InFlight(Channel);

@@ -80,6 +80,7 @@ async fn metrics_count_outcomes_and_never_hold_keys_recipients_or_ids() {
         "notify_retries_total",
         "notify_provider_request_duration_seconds_bucket",
         "notify_jobs_in_flight",
+        "notify_consumers_running",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
