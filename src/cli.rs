@@ -159,46 +159,30 @@ pub async fn dead_letters(cmd: DeadLetters) -> anyhow::Result<()> {
                 StateArg::All => None,
             };
             let rows = dlq::list(&pool(&db).await?, &filter.filter(replayed), limit).await?;
-            if json {
-                for r in &rows {
-                    println!("{}", serde_json::to_string(r)?);
-                }
-            } else {
-                let table: Vec<Vec<String>> = rows
-                    .iter()
-                    .map(|r| {
-                        vec![
-                            r.id.to_string(),
-                            r.failed_at.clone(),
-                            r.channel.clone(),
-                            r.error_code.clone(),
-                            r.http_status.map(|s| s.to_string()).unwrap_or_default(),
-                            r.attempts.to_string(),
-                            if r.replayed {
-                                "replayed".into()
-                            } else {
-                                "open".into()
-                            },
-                            r.job_id.clone(),
-                            shorten(&r.reason, 70),
-                        ]
-                    })
-                    .collect();
-                print_table(
-                    &[
-                        "ID",
-                        "FAILED_AT",
-                        "CHANNEL",
-                        "CODE",
-                        "STATUS",
-                        "ATTEMPTS",
-                        "STATE",
-                        "JOB_ID",
-                        "REASON",
-                    ],
-                    &table,
-                );
-            }
+            let headers = [
+                "ID",
+                "FAILED_AT",
+                "CHANNEL",
+                "CODE",
+                "STATUS",
+                "ATTEMPTS",
+                "STATE",
+                "JOB_ID",
+                "REASON",
+            ];
+            print_rows(&rows, json, &headers, |r| {
+                vec![
+                    r.id.to_string(),
+                    r.failed_at.clone(),
+                    r.channel.clone(),
+                    r.error_code.clone(),
+                    r.http_status.map(|s| s.to_string()).unwrap_or_default(),
+                    r.attempts.to_string(),
+                    if r.replayed { "replayed" } else { "open" }.to_owned(),
+                    r.job_id.clone(),
+                    shorten(&r.reason, 70),
+                ]
+            })?;
         }
         DeadLetters::Show { db, id, json } => {
             let d = dlq::show(&pool(&db).await?, id).await?;
@@ -243,25 +227,20 @@ pub async fn dead_letters(cmd: DeadLetters) -> anyhow::Result<()> {
         }
         DeadLetters::Stats { db, filter, json } => {
             let stats = dlq::stats(&pool(&db).await?, &filter.filter(None)).await?;
-            if json {
-                for s in &stats {
-                    println!("{}", serde_json::to_string(s)?);
-                }
-            } else {
-                let table: Vec<Vec<String>> = stats
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            s.error_code.clone(),
-                            s.channel.clone(),
-                            s.count.to_string(),
-                            s.open.to_string(),
-                            s.last.clone(),
-                        ]
-                    })
-                    .collect();
-                print_table(&["CODE", "CHANNEL", "COUNT", "OPEN", "LAST"], &table);
-            }
+            print_rows(
+                &stats,
+                json,
+                &["CODE", "CHANNEL", "COUNT", "OPEN", "LAST"],
+                |s| {
+                    vec![
+                        s.error_code.clone(),
+                        s.channel.clone(),
+                        s.count.to_string(),
+                        s.open.to_string(),
+                        s.last.clone(),
+                    ]
+                },
+            )?;
         }
         DeadLetters::Replay {
             db,
@@ -564,6 +543,24 @@ fn shorten(text: &str, max: usize) -> String {
         let cut: String = text.chars().take(max - 1).collect();
         format!("{cut}…")
     }
+}
+
+/// One JSON object per line for scripts, or a table for people.
+fn print_rows<T: serde::Serialize>(
+    rows: &[T],
+    json: bool,
+    headers: &[&str],
+    cells: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        for row in rows {
+            println!("{}", serde_json::to_string(row)?);
+        }
+    } else {
+        let table: Vec<Vec<String>> = rows.iter().map(cells).collect();
+        print_table(headers, &table);
+    }
+    Ok(())
 }
 
 /// Prints left-aligned columns, two spaces apart.

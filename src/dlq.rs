@@ -113,7 +113,8 @@ pub enum DlqError {
     Usage(String),
 }
 
-const UTC: &str = r#"to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"#;
+/// The columns of a [`Listed`], in its order.
+const LISTED: &str = r#"id, to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), channel, provider, error_code, http_status, attempts, job_id, reason, replayed_at IS NOT NULL"#;
 
 /// One row as listed.
 #[derive(Debug, Clone, Serialize)]
@@ -131,29 +132,28 @@ pub struct Listed {
 }
 
 pub async fn list(db: &PgPool, filter: &Filter, limit: i64) -> Result<Vec<Listed>, DlqError> {
-    let mut q = QueryBuilder::new(format!(
-        "SELECT id, {UTC}, channel, provider, error_code, http_status, attempts, job_id, reason, \
-         replayed_at IS NOT NULL FROM dead_letters"
-    ));
+    let mut q = QueryBuilder::new(format!("SELECT {LISTED} FROM dead_letters"));
     filter.push_where(&mut q);
     q.push(" ORDER BY failed_at DESC, id DESC LIMIT ")
         .push_bind(limit);
     let rows = q.build().fetch_all(db).await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Listed {
-            id: r.get(0),
-            failed_at: r.get(1),
-            channel: r.get(2),
-            provider: r.get(3),
-            error_code: r.get(4),
-            http_status: r.get(5),
-            attempts: r.get(6),
-            job_id: r.get(7),
-            reason: r.get(8),
-            replayed: r.get(9),
-        })
-        .collect())
+    Ok(rows.iter().map(listed).collect())
+}
+
+/// A `Listed` from the first ten columns of a row selected with `LISTED`.
+fn listed(r: &sqlx::postgres::PgRow) -> Listed {
+    Listed {
+        id: r.get(0),
+        failed_at: r.get(1),
+        channel: r.get(2),
+        provider: r.get(3),
+        error_code: r.get(4),
+        http_status: r.get(5),
+        attempts: r.get(6),
+        job_id: r.get(7),
+        reason: r.get(8),
+        replayed: r.get(9),
+    }
 }
 
 /// Everything about one row.
@@ -171,8 +171,7 @@ pub struct Detail {
 
 pub async fn show(db: &PgPool, id: i64) -> Result<Detail, DlqError> {
     let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT id, {UTC}, channel, provider, error_code, http_status, attempts, job_id, reason, \
-         replayed_at IS NOT NULL, source_queue, provider_response, payload, raw_payload, \
+        "SELECT {LISTED}, source_queue, provider_response, payload, raw_payload, \
          to_char(replayed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
          FROM dead_letters WHERE id = $1"
     )))
@@ -182,18 +181,7 @@ pub async fn show(db: &PgPool, id: i64) -> Result<Detail, DlqError> {
     .ok_or(DlqError::NotFound(id))?;
     let raw: Option<Vec<u8>> = r.get(13);
     Ok(Detail {
-        row: Listed {
-            id: r.get(0),
-            failed_at: r.get(1),
-            channel: r.get(2),
-            provider: r.get(3),
-            error_code: r.get(4),
-            http_status: r.get(5),
-            attempts: r.get(6),
-            job_id: r.get(7),
-            reason: r.get(8),
-            replayed: r.get(9),
-        },
+        row: listed(&r),
         source_queue: r.get(10),
         provider_response: r.get(11),
         payload: r.get(12),

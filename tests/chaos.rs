@@ -6,7 +6,7 @@
 #[path = "it/support.rs"]
 mod support;
 
-use notify_worker::broker::{QueueType, Topology, declare};
+use notify_worker::broker::declare;
 use std::{
     collections::HashMap,
     process::Command,
@@ -234,13 +234,7 @@ async fn a_sigkilled_worker_loses_nothing_and_duplicates_stay_within_the_unacked
         FakeProvider::accepting().await,
         FakeProvider::accepting().await,
     );
-    let topology = Topology {
-        exchange: env.exchange.clone(),
-        email_queue: env.email_queue.clone(),
-        sms_queue: env.sms_queue.clone(),
-        queue_type: QueueType::Quorum,
-    };
-    declare(&env.amqp, &topology).await.unwrap();
+    declare(&env.amqp, &env.topology()).await.unwrap();
     const EACH: usize = 1500;
     const PREFETCH: usize = 50;
     for i in 0..EACH {

@@ -2,24 +2,12 @@
 //! dead-letter list/show/stats/replay/purge, the Publisher, the schemas.
 
 use crate::support::*;
-use notify_worker::{
-    broker::{QueueType, Topology},
-    publisher::{NewEmail, NewJob, NewSms, PublishError, Publisher},
-};
+use notify_worker::publisher::{NewEmail, NewJob, NewSms, PublishError, Publisher};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_notify-worker");
 
 impl TestEnv {
-    fn topology(&self) -> Topology {
-        Topology {
-            exchange: self.exchange.clone(),
-            email_queue: self.email_queue.clone(),
-            sms_queue: self.sms_queue.clone(),
-            queue_type: QueueType::Quorum,
-        }
-    }
-
     /// Runs a `notify-worker` command against this environment.
     async fn cli(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         use tokio::io::AsyncWriteExt;
@@ -561,5 +549,43 @@ async fn the_dashboard_asks_only_for_metrics_and_views_that_exist() {
         }
     }
     assert!(exprs >= 8 && sqls == 2);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn replay_by_filter_routes_each_row_to_its_channel_at_the_given_rate() {
+    let env = TestEnv::new().await;
+    seed(&env).await;
+    notify_worker::broker::declare(&env.amqp, &env.topology())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (code, out, err) = env
+        .cli(
+            &[
+                "dead-letters",
+                "replay",
+                "--code",
+                "rejected",
+                "--rate",
+                "10",
+            ],
+            None,
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("replayed 3 dead letter(s)"), "{out}");
+    assert_eq!(env.ready(&env.email_queue).await, 1);
+    assert_eq!(env.ready(&env.sms_queue).await, 2);
+    // Three at 10/s: the second and third wait 100 ms each.
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM dead_letters WHERE error_code = 'rejected' AND replayed_at IS NULL",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(open, 0);
     env.cleanup().await;
 }

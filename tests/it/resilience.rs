@@ -2,7 +2,7 @@
 
 use crate::support::*;
 use lapin::options::{BasicGetOptions, BasicNackOptions};
-use notify_worker::broker::{QueueType, Topology, declare};
+use notify_worker::broker::declare;
 use std::{
     io::Write,
     path::Path,
@@ -319,13 +319,7 @@ async fn a_message_redelivered_too_often_is_dead_lettered_unsent() {
         FakeProvider::accepting().await,
         FakeProvider::accepting().await,
     );
-    let topology = Topology {
-        exchange: env.exchange.clone(),
-        email_queue: env.email_queue.clone(),
-        sms_queue: env.sms_queue.clone(),
-        queue_type: QueueType::Quorum,
-    };
-    declare(&env.amqp, &topology).await.unwrap();
+    declare(&env.amqp, &env.topology()).await.unwrap();
     env.publish("sms", &sms_job("poison", "+919876500099"))
         .await;
     // Eleven deliveries that never settle, as eleven crashed workers would leave.

@@ -165,6 +165,34 @@ async fn the_sandbox_enforces_the_key_rules_and_logs_requests_without_keys() {
 }
 
 #[tokio::test]
+async fn the_sandbox_can_be_slow_and_fail_by_rate() {
+    let stop = CancellationToken::new();
+    let config = SandboxConfig {
+        migosmtp_key: ApiKey::parse(SB_EMAIL, "t").unwrap(),
+        telnxo_key: ApiKey::parse(SB_SMS, "t").unwrap(),
+        latency: Duration::from_millis(300),
+        fail_rate: 1.0,
+        fail_rules: Vec::new(),
+    };
+    let (addr, _) = serve("127.0.0.1:0".parse().unwrap(), config, stop.clone())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let text = serde_json::json!({"from": "B", "to": "+919876543210", "message": "m"});
+    let (status, body) = call(
+        addr,
+        "/v1/sms/send",
+        Some(&format!("Bearer {SB_SMS}")),
+        text,
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    stop.cancel();
+}
+
+#[tokio::test]
 async fn the_worker_delivers_through_the_sandbox_and_a_mixed_up_key_is_dead_lettered() {
     let env = TestEnv::new().await;
     let (addr, stop) = sandbox(Vec::new(), 0.0).await;

@@ -292,6 +292,16 @@ impl TestEnv {
         }
     }
 
+    /// This environment's topology, with quorum queues.
+    pub fn topology(&self) -> notify_worker::broker::Topology {
+        notify_worker::broker::Topology {
+            exchange: self.exchange.clone(),
+            email_queue: self.email_queue.clone(),
+            sms_queue: self.sms_queue.clone(),
+            queue_type: notify_worker::broker::QueueType::Quorum,
+        }
+    }
+
     /// A fresh broker connection for publishing, after the old one died.
     pub async fn reconnect(&mut self) {
         self.amqp = Connection::connect(AMQP, ConnectionProperties::default())
