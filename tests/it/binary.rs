@@ -376,3 +376,24 @@ async fn migrate_applies_the_schema_and_is_idempotent() {
     assert!(indexes.contains(&"dead_letters_failed_at".to_owned()));
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_database_can_be_reached_over_tls() {
+    // The local PostgreSQL serves TLS with a self-signed certificate.
+    let env = TestEnv::new().await;
+    let require = format!("{}?sslmode=require", env.database_url);
+    let out = run_to_end(&["migrate"], &[("DATABASE_URL", require.as_str())]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Verifying the certificate fails, which shows a TLS handshake took place.
+    let verify = format!("{}?sslmode=verify-full", env.database_url);
+    let out = run_to_end(&["migrate"], &[("DATABASE_URL", verify.as_str())]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("certificate"), "{stderr}");
+    env.cleanup().await;
+}
