@@ -34,8 +34,6 @@ pub struct Failure {
     pub http_status: Option<u16>,
     pub provider_response: Option<String>,
     pub attempts: u32,
-    /// 401/402/403: the key or the account is at fault.
-    pub auth: bool,
 }
 
 /// Sends `job` through `client`, retrying transient failures per `policy`,
@@ -99,7 +97,6 @@ pub async fn deliver(
                     http_status: status,
                     provider_response: Some(body),
                     attempts,
-                    auth: true,
                 });
             }
             Class::Rejected { code } => {
@@ -119,7 +116,6 @@ pub async fn deliver(
                     http_status: status,
                     provider_response: Some(body),
                     attempts,
-                    auth: false,
                 });
             }
             Class::Transient => {}
@@ -139,13 +135,12 @@ pub async fn deliver(
             return Delivery::Failed(Failure {
                 error_code: codes::RETRIES_EXHAUSTED.into(),
                 reason: format!(
-                    "{} failed {attempts} times in a row, giving up; last: {last}",
+                    "{} failed {attempts} times in a row, giving up; last: {last}. Fix: check the provider's status and the network path to it, then replay",
                     client.provider()
                 ),
                 http_status: status,
                 provider_response: status.map(|_| body),
                 attempts,
-                auth: false,
             });
         };
         metrics::retried(channel);

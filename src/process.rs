@@ -106,7 +106,10 @@ impl Pipeline {
         let job = match decoded {
             Ok(job) => job,
             Err(invalid) => {
-                let reason = format!("invalid job: {}", invalid.reason);
+                let reason = format!(
+                    "invalid job: {}. Fix: correct the producer (see schemas/), then publish again",
+                    invalid.reason
+                );
                 let row = self.row(
                     channel,
                     delivery,
