@@ -412,3 +412,37 @@ async fn batched_writes_keep_one_row_per_job_and_one_bad_row_does_not_block_the_
     assert_eq!(env.rows().await.len(), 39);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn classic_queues_are_a_setting() {
+    let env = TestEnv::new().await;
+    let (email, sms) = (
+        FakeProvider::accepting().await,
+        FakeProvider::accepting().await,
+    );
+    let worker = env.worker(&email, &sms, &["--queue-type", "classic"]).await;
+    env.publish("sms", &sms_job("classic-1", "+919876504001"))
+        .await;
+    sms.wait_calls_to("+919876504001", 1).await;
+    worker.stop().await;
+    // A passive declare does not say the type; a quorum declare of the same name must now fail.
+    let ch = env.amqp.create_channel().await.unwrap();
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    let redeclare = ch
+        .queue_declare(
+            env.sms_queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await;
+    assert!(redeclare.is_err(), "the queue was declared classic");
+    assert_eq!(env.ready(&env.sms_queue).await, 0);
+    env.cleanup().await;
+}

@@ -20,7 +20,7 @@ fn write_key(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-async fn metric_line(worker: &TestWorker, prefix: &str) -> Option<String> {
+async fn metric_line(worker: &ChildWorker, prefix: &str) -> Option<String> {
     let (_, text) = worker.get("/metrics").await;
     text.lines()
         .find(|l| l.starts_with(prefix))
@@ -54,7 +54,7 @@ async fn a_revoked_key_gives_one_dead_letter_pauses_its_channel_and_a_new_key_fi
     ] {
         set_arg(&mut args, flag, Some(value));
     }
-    let worker = TestWorker::start(args).await;
+    let worker = ChildWorker::start(args).await;
 
     for i in 0..5 {
         env.publish(
@@ -258,20 +258,17 @@ async fn the_outage_breaker_keeps_jobs_out_of_retries_exhausted_until_the_provid
     })
     .await;
     let sms = FakeProvider::accepting().await;
-    let worker = env
-        .worker(
-            &email,
-            &sms,
-            &[
-                "--max-attempts",
-                "3",
-                "--breaker-failures",
-                "5",
-                "--breaker-cooldown-secs",
-                "1",
-            ],
-        )
-        .await;
+    let mut args = env.args(&email, &sms);
+    for [flag, value] in [
+        ["--migosmtp-api-key", EMAIL_KEY],
+        ["--telnxo-api-key", SMS_KEY],
+        ["--max-attempts", "3"],
+        ["--breaker-failures", "5"],
+        ["--breaker-cooldown-secs", "1"],
+    ] {
+        set_arg(&mut args, flag, Some(value));
+    }
+    let worker = ChildWorker::start(args).await;
     for i in 0..20 {
         env.publish(
             "email",

@@ -544,6 +544,60 @@ impl TestWorker {
     }
 }
 
+/// The worker binary as a child process: its own metrics recorder, so
+/// metric values are its own (in-process workers share one recorder).
+pub struct ChildWorker {
+    pub admin: String,
+    child: tokio::process::Child,
+}
+
+impl ChildWorker {
+    pub async fn start(mut args: Vec<String>) -> Self {
+        let admin = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        set_arg(&mut args, "--admin-addr", Some(&admin));
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_notify-worker"))
+            .env_clear()
+            .env("NOTIFY_LOG_LEVEL", "warn")
+            .arg("run")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let worker = Self { admin, child };
+        eventually("child worker ready", Duration::from_secs(30), || async {
+            (worker.get("/readyz").await.0 == 200).then_some(())
+        })
+        .await;
+        worker
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        match reqwest::get(format!("http://{}{path}", self.admin)).await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn stop(mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "worker exited with {status}");
+    }
+}
+
 pub fn email_job(id: &str, to: &str) -> Vec<u8> {
     serde_json::json!({"id": id, "from": "hello@yourdomain.com", "to": to, "subject": "Hello from MigoSMTP", "html": "<p>Your message here</p>"})
         .to_string()
