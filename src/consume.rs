@@ -92,7 +92,7 @@ async fn pump(
     tracker: &TaskTracker,
 ) -> Result<(), Option<String>> {
     let shutdown: CancellationToken = pipeline.shutdown.clone();
-    let _running = crate::metrics::ConsumerRunning::start(channel);
+    let _running = crate::metrics::consumer_running(channel);
     loop {
         tokio::select! {
             biased;

@@ -105,36 +105,34 @@ const PAUSE_REASONS: [&str; 10] = [
     "other",
 ];
 
-/// Counts a running consumer for as long as it lives.
-pub struct ConsumerRunning(Channel);
+/// Holds a per-channel gauge one higher for as long as it lives: jobs in
+/// flight, consumers running.
+pub struct Counted {
+    name: &'static str,
+    channel: Channel,
+}
 
-impl ConsumerRunning {
-    pub fn start(channel: Channel) -> Self {
-        gauge!(CONSUMERS_RUNNING, "channel" => channel.as_str()).increment(1.0);
-        Self(channel)
+impl Counted {
+    fn start(name: &'static str, channel: Channel) -> Self {
+        gauge!(name, "channel" => channel.as_str()).increment(1.0);
+        Self { name, channel }
     }
 }
 
-impl Drop for ConsumerRunning {
+impl Drop for Counted {
     fn drop(&mut self) {
-        gauge!(CONSUMERS_RUNNING, "channel" => self.0.as_str()).decrement(1.0);
+        gauge!(self.name, "channel" => self.channel.as_str()).decrement(1.0);
     }
 }
 
-/// Counts a job in flight for as long as it lives.
-pub struct InFlight(Channel);
-
-impl InFlight {
-    pub fn start(channel: Channel) -> Self {
-        gauge!(IN_FLIGHT, "channel" => channel.as_str()).increment(1.0);
-        Self(channel)
-    }
+/// Counts a job in flight for as long as the guard lives.
+pub fn in_flight(channel: Channel) -> Counted {
+    Counted::start(IN_FLIGHT, channel)
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        gauge!(IN_FLIGHT, "channel" => self.0.as_str()).decrement(1.0);
-    }
+/// Counts a running consumer for as long as the guard lives.
+pub fn consumer_running(channel: Channel) -> Counted {
+    Counted::start(CONSUMERS_RUNNING, channel)
 }
 
 /// Provider codes are free text: only known ones become label values.

@@ -55,7 +55,7 @@ impl Pipeline {
 
     /// Takes one delivery from `channel`'s queue to its settled end.
     pub async fn handle(&self, channel: Channel, delivery: AmqpDelivery) {
-        let _in_flight = metrics::InFlight::start(channel);
+        let _in_flight = metrics::in_flight(channel);
         let decision = self.decide(channel, &delivery).await;
         let error_code = match &decision.settlement {
             Settlement::DeadLetter(row) => Some(row.error_code.clone()),
