@@ -32,6 +32,19 @@ pub fn classify(status: u16, body: &str) -> Class {
     }
 }
 
+/// Every auth code the worker knows: the five with a documented cause and
+/// fix, then the defaults for a 401/402/403 without a readable code.
+pub const AUTH_CODES: [&str; 8] = [
+    "authentication_failed",
+    "invalid_api_key",
+    "insufficient_scope",
+    "account_suspended",
+    "ip_not_whitelisted",
+    "unauthorized",
+    "payment_required",
+    "forbidden",
+];
+
 fn default_auth_code(status: u16) -> &'static str {
     match status {
         401 => "unauthorized",

@@ -2,7 +2,7 @@
 //! providers, outcome classes and known error codes only: never a key, a
 //! recipient or a job id.
 
-use crate::{job::Channel, provider::Provider};
+use crate::{classify::AUTH_CODES, deadletter::codes, job::Channel, provider::Provider};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::{sync::OnceLock, time::Duration};
@@ -86,24 +86,14 @@ pub fn provider_paused(provider: Provider, reason: Option<&str>) {
             code_label(r)
         }
     });
-    for label in PAUSE_REASONS {
+    let reasons = std::iter::once("outage")
+        .chain(AUTH_CODES)
+        .chain(std::iter::once("other"));
+    for label in reasons {
         let value = if Some(label) == current { 1.0 } else { 0.0 };
         gauge!(PROVIDER_PAUSED, "provider" => provider.as_str(), "reason" => label).set(value);
     }
 }
-
-const PAUSE_REASONS: [&str; 10] = [
-    "outage",
-    "authentication_failed",
-    "invalid_api_key",
-    "insufficient_scope",
-    "account_suspended",
-    "ip_not_whitelisted",
-    "unauthorized",
-    "payment_required",
-    "forbidden",
-    "other",
-];
 
 /// Holds a per-channel gauge one higher for as long as it lives: jobs in
 /// flight, consumers running.
@@ -137,19 +127,28 @@ pub fn consumer_running(channel: Channel) -> Counted {
 
 /// Provider codes are free text: only known ones become label values.
 fn code_label(code: &str) -> &'static str {
-    const KNOWN: [&str; 12] = [
-        "invalid_job",
-        "redelivery_limit",
-        "rejected",
-        "retries_exhausted",
-        "authentication_failed",
-        "invalid_api_key",
-        "insufficient_scope",
-        "account_suspended",
-        "ip_not_whitelisted",
-        "unauthorized",
-        "payment_required",
-        "forbidden",
+    const WORKER_CODES: [&str; 4] = [
+        codes::INVALID_JOB,
+        codes::REDELIVERY_LIMIT,
+        codes::REJECTED,
+        codes::RETRIES_EXHAUSTED,
     ];
-    KNOWN.into_iter().find(|k| *k == code).unwrap_or("other")
+    WORKER_CODES
+        .into_iter()
+        .chain(AUTH_CODES)
+        .find(|k| *k == code)
+        .unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::code_label;
+
+    #[test]
+    fn only_known_codes_become_labels() {
+        for code in ["invalid_job", "retries_exhausted", "invalid_api_key", "forbidden"] {
+            assert_eq!(code_label(code), code);
+        }
+        assert_eq!(code_label("user 42 key sk_live_x"), "other");
+    }
 }
