@@ -146,7 +146,12 @@ mod tests {
 
     #[test]
     fn only_known_codes_become_labels() {
-        for code in ["invalid_job", "retries_exhausted", "invalid_api_key", "forbidden"] {
+        for code in [
+            "invalid_job",
+            "retries_exhausted",
+            "invalid_api_key",
+            "forbidden",
+        ] {
             assert_eq!(code_label(code), code);
         }
         assert_eq!(code_label("user 42 key sk_live_x"), "other");
