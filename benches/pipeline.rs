@@ -11,6 +11,10 @@
 //! (c) a 200 ms provider: jobs/s against K calls in flight;
 //! (d) worker RSS idle, at 1,000 and at 10,000 calls in flight;
 //! (e) a revoked-key storm (auth pause off): dead-letter rows/s.
+//!
+//! For profiling: `--only d` runs some scenarios; `BENCH_RUNS`,
+//! `BENCH_RSS_IN_FLIGHT=2000`, `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink
+//! a run; `BENCH_WRAP="valgrind --tool=massif"` runs the worker under a tool.
 
 use axum::{Router, extract::State, http::StatusCode, routing::post};
 use futures_util::StreamExt;
@@ -48,6 +52,8 @@ struct Sizes {
 /// Completion times of provider calls, and what to answer.
 struct Fake {
     done: Mutex<Vec<Instant>>,
+    /// Calls that came over HTTP/2.
+    h2: std::sync::atomic::AtomicUsize,
     status: StatusCode,
     delay: Duration,
 }
@@ -55,22 +61,28 @@ struct Fake {
 async fn fake(status: StatusCode, delay: Duration) -> (String, Arc<Fake>) {
     let state = Arc::new(Fake {
         done: Mutex::new(Vec::with_capacity(100_000)),
+        h2: Default::default(),
         status,
         delay,
     });
     let app = Router::new()
-        .fallback(post(|State(s): State<Arc<Fake>>| async move {
-            if !s.delay.is_zero() {
-                tokio::time::sleep(s.delay).await;
-            }
-            s.done.lock().unwrap().push(Instant::now());
-            let body = if s.status == StatusCode::OK {
-                r#"{"id":"m","status":"queued"}"#
-            } else {
-                r#"{"error":{"code":"invalid_api_key","message":"revoked"}}"#
-            };
-            (s.status, body)
-        }))
+        .fallback(post(
+            |State(s): State<Arc<Fake>>, version: axum::http::Version| async move {
+                if version == axum::http::Version::HTTP_2 {
+                    s.h2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if !s.delay.is_zero() {
+                    tokio::time::sleep(s.delay).await;
+                }
+                s.done.lock().unwrap().push(Instant::now());
+                let body = if s.status == StatusCode::OK {
+                    r#"{"id":"m","status":"queued"}"#
+                } else {
+                    r#"{"error":{"code":"invalid_api_key","message":"revoked"}}"#
+                };
+                (s.status, body)
+            },
+        ))
         .with_state(Arc::clone(&state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -249,7 +261,13 @@ impl Env {
             QueueType::Quorum => "quorum",
             QueueType::Classic => "classic",
         };
-        let child = tokio::process::Command::new(BIN)
+        // `BENCH_WRAP="valgrind --tool=massif"` runs the worker under a
+        // profiler (same process, so signals and RSS still reach it).
+        let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace().chain([BIN]);
+        let mut command = tokio::process::Command::new(words.next().unwrap_or(BIN));
+        let child = command
+            .args(words)
             .env_clear()
             .env("NOTIFY_LOG_LEVEL", "warn")
             .envs(
@@ -402,8 +420,8 @@ async fn end_to_end(env: &Env, n: usize, prefetch: usize) -> f64 {
     n as f64 / fake.first_to_last().as_secs_f64()
 }
 
-/// (c) A 200 ms provider with `k` calls in flight; steady jobs/s.
-async fn slow_provider(env: &Env, k: usize, rounds: usize) -> f64 {
+/// (c) A 200 ms provider with `k` calls in flight over `http`; steady jobs/s.
+async fn slow_provider(env: &Env, k: usize, rounds: usize, http: &str) -> f64 {
     let (url, fake) = fake(StatusCode::OK, Duration::from_millis(200)).await;
     let n = k * rounds;
     env.publish(n, false).await;
@@ -413,7 +431,7 @@ async fn slow_provider(env: &Env, k: usize, rounds: usize) -> f64 {
             &url,
             k / consumers,
             consumers,
-            &["--request-timeout-ms", "30000"],
+            &["--request-timeout-ms", "30000", "--provider-http", http],
         )
         .await;
     wait_until("all delivered", Duration::from_secs(300), async || {
@@ -424,8 +442,9 @@ async fn slow_provider(env: &Env, k: usize, rounds: usize) -> f64 {
     fake.steady_rate()
 }
 
-/// (d) RSS idle, then the peak while `in_flight` calls wait on a 2 s provider.
-async fn memory(env: &Env, in_flight: usize) -> (f64, f64) {
+/// (d) RSS idle, then the peak while `in_flight` calls wait on a 2 s
+/// provider, spoken to in `http` (`http1` or `http2`).
+async fn memory(env: &Env, in_flight: usize, http: &str) -> (f64, f64) {
     let (url, fake) = fake(StatusCode::OK, Duration::from_secs(2)).await;
     let per_queue = in_flight / 2;
     let consumers = per_queue.div_ceil(1000);
@@ -434,7 +453,7 @@ async fn memory(env: &Env, in_flight: usize) -> (f64, f64) {
             &url,
             per_queue / consumers,
             consumers,
-            &["--request-timeout-ms", "30000"],
+            &["--request-timeout-ms", "30000", "--provider-http", http],
         )
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -450,6 +469,8 @@ async fn memory(env: &Env, in_flight: usize) -> (f64, f64) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     worker.stop().await;
+    let h2 = fake.h2.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(h2 > 0, http == "http2", "{h2} HTTP/2 calls with {http}");
     (idle, peak)
 }
 
@@ -500,6 +521,12 @@ async fn storm(env: &Env, n: usize) -> f64 {
     n as f64 / took.as_secs_f64()
 }
 
+/// A comma-separated list of numbers from the environment, if set.
+fn env_list(name: &str) -> Option<Vec<usize>> {
+    let v = std::env::var(name).ok()?;
+    v.split(',').map(|n| n.trim().parse().ok()).collect()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -546,6 +573,17 @@ async fn main() {
             soak: 200_000,
         }
     };
+    // `BENCH_RSS_IN_FLIGHT=2000` and `BENCH_RUNS=1` shorten a profiling run.
+    let mut sizes = sizes;
+    if let Some(v) = env_list("BENCH_RSS_IN_FLIGHT") {
+        sizes.rss_in_flight = v;
+    }
+    if let Some(v) = env_list("BENCH_SOAK").and_then(|v| v.first().copied()) {
+        sizes.soak = v;
+    }
+    if let Some(v) = env_list("BENCH_RUNS").and_then(|v| v.first().copied()) {
+        sizes.runs = v;
+    }
     let prefetch = 200;
     println!(
         "# notify-worker benchmark ({} mode, {} run(s) each, medians)\n",
@@ -594,17 +632,19 @@ async fn main() {
             "\n| (c) 200 ms provider, quorum | target 90% of K/0.2 s | steady jobs/s | share of K/0.2 s |"
         );
         println!("|---|---|---|---|");
-        for &k in &sizes.ks {
+        // The largest K once more over HTTP/2, for comparison.
+        let last = sizes.ks.last().copied().map(|k| (k, "http2"));
+        for (k, http) in sizes.ks.iter().map(|&k| (k, "http1")).chain(last) {
             let mut rates = Vec::new();
             for _ in 0..sizes.runs {
                 let env = Env::new(QueueType::Quorum).await;
-                rates.push(slow_provider(&env, k, 5).await);
+                rates.push(slow_provider(&env, k, 5, http).await);
                 env.drop_all().await;
             }
             let ideal = k as f64 / 0.2;
             let m = median(rates.clone());
             println!(
-                "| K = {k} | {:.0}/s | {m:.0}/s ({}) | {:.0}% |",
+                "| K = {k}, {http} | {:.0}/s | {m:.0}/s ({}) | {:.0}% |",
                 0.9 * ideal,
                 fmt_runs(&rates),
                 100.0 * m / ideal
@@ -614,17 +654,22 @@ async fn main() {
     if run("d") {
         println!("\n| (d) worker RSS, quorum | idle MiB | peak MiB in flight |");
         println!("|---|---|---|");
-        for &n in &sizes.rss_in_flight {
+        for (n, http) in sizes
+            .rss_in_flight
+            .iter()
+            .flat_map(|&n| [(n, "http1"), (n, "http2")])
+            .filter(|(_, h)| std::env::var("BENCH_HTTP").map_or(true, |v| v == *h))
+        {
             let (mut idle, mut peak) = (Vec::new(), Vec::new());
             for _ in 0..sizes.runs {
                 let env = Env::new(QueueType::Quorum).await;
-                let (i, p) = memory(&env, n).await;
+                let (i, p) = memory(&env, n, http).await;
                 env.drop_all().await;
                 idle.push(i);
                 peak.push(p);
             }
             println!(
-                "| {n} calls in flight | {:.1} ({}) | {:.1} ({}) |",
+                "| {n} calls in flight, {http} | {:.1} ({}) | {:.1} ({}) |",
                 median(idle.clone()),
                 fmt_runs(&idle),
                 median(peak.clone()),
@@ -632,7 +677,11 @@ async fn main() {
             );
         }
         let env = Env::new(QueueType::Quorum).await;
-        let samples = soak(&env, sizes.soak).await;
+        let samples = if sizes.soak > 0 {
+            soak(&env, sizes.soak).await
+        } else {
+            Vec::new()
+        };
         env.drop_all().await;
         println!(
             "\nLong run, {} jobs, 1,000 calls in flight: RSS MiB at each tenth: {}",

@@ -6,7 +6,7 @@ use crate::{
     broker::{QueueType, Topology},
     circuit::CircuitPolicy,
     keywatch::KeyFile,
-    provider::{ClientError, Provider, ProviderClient},
+    provider::{ClientError, HttpOptions, HttpVersion, Provider, ProviderClient},
     retry::RetryPolicy,
     secret::{ApiKey, KeyError, redact_url},
 };
@@ -268,6 +268,15 @@ pub struct RunArgs {
     /// deliveries: jobs in flight per queue = consumers × prefetch.
     #[arg(long, env = "NOTIFY_CONSUMERS_PER_QUEUE", value_name = "NOTIFY_CONSUMERS_PER_QUEUE", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub consumers_per_queue: u16,
+    /// HTTP version spoken to the providers. `http2` offers HTTP/2 by ALPN on
+    /// https (HTTP/1.1 if declined) and uses prior knowledge on plain http.
+    #[arg(long, env = "NOTIFY_PROVIDER_HTTP", value_name = "NOTIFY_PROVIDER_HTTP", value_enum, default_value_t = HttpVersion::Http1)]
+    pub provider_http: HttpVersion,
+    /// With HTTP/2, calls per connection: the worker opens
+    /// ⌈prefetch × consumers / this⌉ connections per provider. Keep it at or
+    /// below the provider's SETTINGS_MAX_CONCURRENT_STREAMS.
+    #[arg(long, env = "NOTIFY_HTTP2_STREAMS", value_name = "NOTIFY_HTTP2_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub http2_streams: u32,
     /// How often key files are checked for a new key, in milliseconds.
     #[arg(long, env = "NOTIFY_KEY_POLL_MS", value_name = "NOTIFY_KEY_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub key_poll_ms: u64,
@@ -334,8 +343,13 @@ impl TryFrom<RunArgs> for WorkerConfig {
         if amqp.query.heartbeat.is_none() {
             amqp.query.heartbeat = Some(a.heartbeat_secs);
         }
-        let timeout = Duration::from_millis(a.request_timeout_ms);
-        let pool = usize::from(a.prefetch) * usize::from(a.consumers_per_queue);
+        let http = HttpOptions {
+            timeout: Duration::from_millis(a.request_timeout_ms),
+            version: a.provider_http,
+            // Each provider serves one queue, so this bounds its calls.
+            max_in_flight: usize::from(a.prefetch) * usize::from(a.consumers_per_queue),
+            streams_per_connection: usize::try_from(a.http2_streams).unwrap_or(usize::MAX),
+        };
         let email_key = load_key(
             a.migosmtp_api_key.as_deref(),
             a.migosmtp_api_key_file.as_deref(),
@@ -351,16 +365,14 @@ impl TryFrom<RunArgs> for WorkerConfig {
             &a.migosmtp_base_url,
             "MIGOSMTP_BASE_URL",
             email_key,
-            timeout,
-            pool,
+            http,
         )?;
         let sms = ProviderClient::new(
             Provider::Telnxo,
             &a.telnxo_base_url,
             "TELNXO_BASE_URL",
             sms_key,
-            timeout,
-            pool,
+            http,
         )?;
         let key_file =
             |path: &Option<PathBuf>, setting| path.clone().map(|path| KeyFile { path, setting });

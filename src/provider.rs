@@ -1,5 +1,13 @@
 //! Provider HTTP clients: MigoSMTP for email, Telnxo for SMS. One pooled
 //! client per provider, each holding only its own key.
+//!
+//! HTTP/1.1 needs a connection per call in flight, and each costs about
+//! 30 KiB here (hyper's buffers and dispatch channel). HTTP/2 carries many
+//! calls on one connection, but a server caps the streams per connection
+//! (often 100 to 250) and hyper puts every call to one host on one
+//! connection, queueing the rest; so with HTTP/2 calls are spread over
+//! several lanes (each its own client, so its own connection), picking the
+//! least busy.
 
 use crate::{
     job::{Channel, Message},
@@ -8,7 +16,10 @@ use crate::{
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use std::{
     fmt,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -83,11 +94,64 @@ pub enum ClientError {
     Build(String),
 }
 
+/// The HTTP version spoken to providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HttpVersion {
+    /// HTTP/1.1 only: a connection per call in flight.
+    Http1,
+    /// HTTP/2: offered by ALPN on https (HTTP/1.1 if the provider declines),
+    /// prior knowledge (h2c) on plain http.
+    Http2,
+}
+
+/// How a [`ProviderClient`] talks HTTP.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpOptions {
+    /// Timeout of one call, queueing for a connection included.
+    pub timeout: Duration,
+    pub version: HttpVersion,
+    /// Most calls this client will have in flight (prefetch × consumers).
+    pub max_in_flight: usize,
+    /// HTTP/2 only: calls aimed at one connection; at most the provider's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub streams_per_connection: usize,
+}
+
+impl HttpOptions {
+    /// Lanes needed so no connection carries more than its share of calls.
+    fn lanes(&self) -> usize {
+        match self.version {
+            HttpVersion::Http1 => 1,
+            HttpVersion::Http2 => self
+                .max_in_flight
+                .div_ceil(self.streams_per_connection.max(1))
+                .max(1),
+        }
+    }
+}
+
+/// One reqwest client (so one connection pool) and the calls it carries.
+struct Lane {
+    http: reqwest::Client,
+    in_flight: AtomicUsize,
+}
+
+/// A lane taken for one call; gives it back when dropped.
+struct LaneGuard<'a>(&'a Lane);
+
+impl Drop for LaneGuard<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A typed client for one provider.
 #[derive(Clone)]
 pub struct ProviderClient {
     provider: Provider,
-    http: reqwest::Client,
+    lanes: Arc<[Lane]>,
+    /// Where the search for the least busy lane starts, so ties rotate.
+    next: Arc<AtomicUsize>,
     url: reqwest::Url,
     /// Shared with the key-file watcher, which replaces it on rotation.
     key: Arc<RwLock<ApiKey>>,
@@ -108,8 +172,7 @@ impl ProviderClient {
         base_url: &str,
         url_setting: &'static str,
         key: ApiKey,
-        timeout: Duration,
-        pool_size: usize,
+        options: HttpOptions,
     ) -> Result<Self, ClientError> {
         let bad = |reason: String| ClientError::BadUrl {
             setting: url_setting,
@@ -126,16 +189,18 @@ impl ProviderClient {
                 provider.path()
             ))
             .map_err(|e| bad(e.to_string()))?;
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .pool_max_idle_per_host(pool_size)
-            .user_agent(concat!("notify-worker/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::Build(e.to_string()))?;
+        let lanes = (0..options.lanes())
+            .map(|_| {
+                Ok(Lane {
+                    http: http_client(&options, url.scheme() == "http")?,
+                    in_flight: AtomicUsize::new(0),
+                })
+            })
+            .collect::<Result<Arc<[Lane]>, ClientError>>()?;
         Ok(Self {
             provider,
-            http,
+            lanes,
+            next: Arc::new(AtomicUsize::new(0)),
             url,
             key: Arc::new(RwLock::new(key)),
         })
@@ -155,12 +220,37 @@ impl ProviderClient {
         self.provider
     }
 
+    /// Connections (HTTP/2) or pools (HTTP/1.1) calls are spread over.
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// The lane with the fewest calls in flight.
+    fn take_lane(&self) -> LaneGuard<'_> {
+        let n = self.lanes.len();
+        let start = if n > 1 {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        } else {
+            0
+        };
+        let mut best = &self.lanes[start % n];
+        for i in 1..n {
+            let lane = &self.lanes[(start + i) % n];
+            if lane.in_flight.load(Ordering::Relaxed) < best.in_flight.load(Ordering::Relaxed) {
+                best = lane;
+            }
+        }
+        best.in_flight.fetch_add(1, Ordering::Relaxed);
+        LaneGuard(best)
+    }
+
     /// Sends `message` once. Never fails: a missing response is a
     /// [`Response::Transport`], which the caller classifies as transient.
     pub async fn send(&self, message: &Message) -> (Response, Duration) {
         let started = Instant::now();
         let key = self.key();
-        let request = self.http.post(self.url.clone());
+        let lane = self.take_lane();
+        let request = lane.0.http.post(self.url.clone());
         let request = match message {
             Message::Email(job) => request.json(job),
             Message::Sms(job) => request.json(job),
@@ -200,6 +290,36 @@ impl ProviderClient {
         };
         (response, started.elapsed())
     }
+}
+
+/// One pooled client. HTTP/1.1 keeps up to `max_in_flight` idle
+/// connections so a steady load does not reconnect; HTTP/2 pings idle
+/// connections so a dead one is noticed before a call waits on it.
+fn http_client(options: &HttpOptions, plain: bool) -> Result<reqwest::Client, ClientError> {
+    let builder = reqwest::Client::builder()
+        .timeout(options.timeout)
+        .connect_timeout(options.timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("notify-worker/", env!("CARGO_PKG_VERSION")));
+    let builder = match options.version {
+        HttpVersion::Http1 => builder
+            .http1_only()
+            .pool_max_idle_per_host(options.max_in_flight),
+        HttpVersion::Http2 => {
+            let builder = builder
+                .pool_max_idle_per_host(options.max_in_flight)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .http2_keep_alive_timeout(Duration::from_secs(10));
+            // On https ALPN picks the version; plain http has no ALPN.
+            if plain {
+                builder.http2_prior_knowledge()
+            } else {
+                builder
+            }
+        }
+    };
+    builder
+        .build()
+        .map_err(|e| ClientError::Build(e.to_string()))
 }
 
 /// `Bearer <key>`, marked sensitive so no HTTP layer prints it.
@@ -263,8 +383,7 @@ mod tests {
             "http://127.0.0.1:9/prefix/",
             "TELNXO_BASE_URL",
             key.clone(),
-            Duration::from_secs(1),
-            4,
+            options(HttpVersion::Http1, 4),
         )
         .unwrap();
         assert_eq!(c.url.as_str(), "http://127.0.0.1:9/prefix/v1/sms/send");
@@ -273,10 +392,61 @@ mod tests {
             "ftp://x",
             "TELNXO_BASE_URL",
             key,
-            Duration::from_secs(1),
-            4,
+            options(HttpVersion::Http1, 4),
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("TELNXO_BASE_URL"));
+    }
+
+    fn options(version: HttpVersion, max_in_flight: usize) -> HttpOptions {
+        HttpOptions {
+            timeout: Duration::from_secs(1),
+            version,
+            max_in_flight,
+            streams_per_connection: 100,
+        }
+    }
+
+    fn client(version: HttpVersion, max_in_flight: usize) -> ProviderClient {
+        let key = ApiKey::parse("k", "X").unwrap();
+        ProviderClient::new(
+            Provider::MigoSmtp,
+            "http://127.0.0.1:9",
+            "MIGOSMTP_BASE_URL",
+            key,
+            options(version, max_in_flight),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn http2_gets_a_lane_per_share_of_streams() {
+        assert_eq!(client(HttpVersion::Http1, 5000).lanes(), 1);
+        assert_eq!(client(HttpVersion::Http2, 100).lanes(), 1);
+        assert_eq!(client(HttpVersion::Http2, 101).lanes(), 2);
+        assert_eq!(client(HttpVersion::Http2, 5000).lanes(), 50);
+    }
+
+    #[test]
+    fn calls_go_to_the_least_busy_lane() {
+        let c = client(HttpVersion::Http2, 300);
+        let held: Vec<_> = (0..300).map(|_| c.take_lane()).collect();
+        let load = |c: &ProviderClient| -> Vec<usize> {
+            c.lanes
+                .iter()
+                .map(|l| l.in_flight.load(Ordering::Relaxed))
+                .collect()
+        };
+        assert_eq!(load(&c), vec![100, 100, 100]);
+        // Freeing calls on one lane sends the next calls there.
+        let first = held[0].0 as *const Lane;
+        let (on_first, rest): (Vec<_>, Vec<_>) =
+            held.into_iter().partition(|g| std::ptr::eq(g.0, first));
+        drop(on_first);
+        let again: Vec<_> = (0..100).map(|_| c.take_lane()).collect();
+        assert!(again.iter().all(|g| std::ptr::eq(g.0, first)));
+        drop(again);
+        drop(rest);
+        assert_eq!(load(&c), vec![0, 0, 0]);
     }
 }

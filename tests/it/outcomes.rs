@@ -357,6 +357,78 @@ async fn jobs_run_concurrently_up_to_the_prefetch_window() {
 }
 
 #[tokio::test]
+async fn http2_spreads_calls_over_a_connection_per_share_of_streams() {
+    let env = TestEnv::new().await;
+    let email = FakeProvider::start(|_| Reply::ok().after(Duration::from_millis(700))).await;
+    let sms = FakeProvider::accepting().await;
+    let args = [
+        "--prefetch",
+        "20",
+        "--provider-http",
+        "http2",
+        "--http2-streams",
+        "5",
+    ];
+    let worker = env.worker(&email, &sms, &args).await;
+    for i in 0..20 {
+        env.publish(
+            "email",
+            &email_job(&format!("h2-{i}"), &format!("h{i}@example.com")),
+        )
+        .await;
+    }
+    env.publish("sms", &sms_job("h2-sms", "+15550001111")).await;
+    eventually("21 calls", Duration::from_secs(30), || async {
+        (email.calls().len() >= 20 && !sms.calls().is_empty()).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    let calls = email.calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.version == axum::http::Version::HTTP_2)
+    );
+    assert_eq!(sms.calls()[0].version, axum::http::Version::HTTP_2);
+    // 20 calls at once, 5 per connection: 4 connections, not 1 and not 20.
+    let max = email.max_in_flight();
+    let connections: std::collections::HashSet<_> = calls.iter().map(|c| c.peer).collect();
+    assert!(max > 10, "calls in flight at once: {max}");
+    assert_eq!(connections.len(), 4, "connections: {connections:?}");
+    assert_eq!(env.ready(&env.email_queue).await, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn http1_takes_a_connection_per_call_in_flight() {
+    let env = TestEnv::new().await;
+    let email = FakeProvider::start(|_| Reply::ok().after(Duration::from_millis(700))).await;
+    let sms = FakeProvider::accepting().await;
+    let worker = env.worker(&email, &sms, &["--prefetch", "8"]).await;
+    for i in 0..8 {
+        env.publish(
+            "email",
+            &email_job(&format!("h1-{i}"), &format!("h{i}@example.com")),
+        )
+        .await;
+    }
+    eventually("8 calls", Duration::from_secs(30), || async {
+        (email.calls().len() >= 8).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    let calls = email.calls();
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.version == axum::http::Version::HTTP_11)
+    );
+    let connections: std::collections::HashSet<_> = calls.iter().map(|c| c.peer).collect();
+    assert_eq!(connections.len(), email.max_in_flight());
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn batched_writes_keep_one_row_per_job_and_one_bad_row_does_not_block_the_rest() {
     use notify_worker::{
         deadletter::{Body, DeadLetter, DeadLetterStore},

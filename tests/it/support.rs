@@ -68,6 +68,10 @@ pub struct Call {
     pub content_type: Option<String>,
     pub body: Value,
     pub raw_headers: String,
+    /// HTTP version the call came over, and the client's address (one per
+    /// connection).
+    pub version: axum::http::Version,
+    pub peer: SocketAddr,
     pub at: Instant,
     /// How many calls for the same `to` this is, from 1.
     pub nth: usize,
@@ -138,6 +142,7 @@ impl FakeProvider {
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { addr, state }
     }
@@ -183,6 +188,8 @@ impl FakeProvider {
 
 async fn handle(
     State(state): State<Arc<FakeState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    version: axum::http::Version,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -201,6 +208,8 @@ async fn handle(
         authorization: header("authorization"),
         content_type: header("content-type"),
         raw_headers: format!("{headers:?}"),
+        version,
+        peer,
         body,
         at: Instant::now(),
         nth: 0,
