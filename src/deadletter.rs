@@ -2,7 +2,10 @@
 
 use crate::{job::Channel, provider::Provider};
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row, postgres::PgPoolOptions};
+use sqlx::{
+    PgPool, Postgres, QueryBuilder, Row,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 use std::time::Duration;
 
 /// `error_code` values of the worker's own (providers' codes are stored as given).
@@ -76,9 +79,23 @@ pub struct DeadLetterStore {
 impl DeadLetterStore {
     /// Connects, failing fast (a few seconds) if the database does not answer.
     pub async fn connect(url: &str, redacted_url: &str) -> Result<Self, StoreError> {
+        // A URL sqlx cannot parse fails in `connect` below, with its reason.
+        let port = url
+            .parse::<PgConnectOptions>()
+            .ok()
+            .filter(|o| o.get_socket().is_none())
+            .map(|o| o.get_port());
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |_, _| {
+                Box::pin(async move {
+                    if let Some(port) = port {
+                        crate::nodelay::set_on_sockets_to(port);
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await
             .map_err(|source| StoreError::Connect {

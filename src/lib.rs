@@ -20,6 +20,7 @@ pub mod gate;
 pub mod job;
 pub mod keywatch;
 pub mod metrics;
+pub mod nodelay;
 pub mod process;
 pub mod provider;
 pub mod publisher;
