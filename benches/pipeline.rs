@@ -12,7 +12,7 @@
 //! (d) worker RSS idle, at 1,000 and at 10,000 calls in flight;
 //! (e) a revoked-key storm (auth pause off): dead-letter rows/s.
 //!
-//! For profiling: `--only d` runs some scenarios; `BENCH_RUNS`,
+//! For profiling: `--only d` runs some scenarios; `BENCH_RUNS`, `BENCH_JOBS`,
 //! `BENCH_RSS_IN_FLIGHT=2000`, `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink
 //! a run; `BENCH_WRAP="valgrind --tool=massif"` runs the worker under a tool.
 
@@ -577,6 +577,9 @@ async fn main() {
     let mut sizes = sizes;
     if let Some(v) = env_list("BENCH_RSS_IN_FLIGHT") {
         sizes.rss_in_flight = v;
+    }
+    if let Some(v) = env_list("BENCH_JOBS").and_then(|v| v.first().copied()) {
+        sizes.jobs = v;
     }
     if let Some(v) = env_list("BENCH_SOAK").and_then(|v| v.first().copied()) {
         sizes.soak = v;
