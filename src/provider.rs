@@ -6,8 +6,9 @@
 //! calls on one connection, but a server caps the streams per connection
 //! (often 100 to 250) and hyper puts every call to one host on one
 //! connection, queueing the rest; so with HTTP/2 calls are spread over
-//! several lanes (each its own client, so its own connection), picking the
-//! least busy.
+//! several lanes (each its own client, so its own connection). A lane is
+//! filled before the next is used, and built on first use, so a light load
+//! keeps one connection.
 
 use crate::{
     job::{Channel, Message},
@@ -17,7 +18,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use std::{
     fmt,
     sync::{
-        Arc, RwLock,
+        Arc, OnceLock, RwLock,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant, SystemTime},
@@ -130,9 +131,10 @@ impl HttpOptions {
     }
 }
 
-/// One reqwest client (so one connection pool) and the calls it carries.
+/// One reqwest client (so one connection pool), built on first use, and
+/// the calls it carries.
 struct Lane {
-    http: reqwest::Client,
+    http: OnceLock<reqwest::Client>,
     in_flight: AtomicUsize,
 }
 
@@ -150,8 +152,9 @@ impl Drop for LaneGuard<'_> {
 pub struct ProviderClient {
     provider: Provider,
     lanes: Arc<[Lane]>,
-    /// Where the search for the least busy lane starts, so ties rotate.
-    next: Arc<AtomicUsize>,
+    /// The first lane's client (cheap to clone: it is shared inside).
+    first: reqwest::Client,
+    options: HttpOptions,
     url: reqwest::Url,
     /// Shared with the key-file watcher, which replaces it on rotation.
     key: Arc<RwLock<ApiKey>>,
@@ -189,18 +192,20 @@ impl ProviderClient {
                 provider.path()
             ))
             .map_err(|e| bad(e.to_string()))?;
-        let lanes = (0..options.lanes())
-            .map(|_| {
-                Ok(Lane {
-                    http: http_client(&options, url.scheme() == "http")?,
-                    in_flight: AtomicUsize::new(0),
-                })
+        let lanes: Arc<[Lane]> = (0..options.lanes())
+            .map(|_| Lane {
+                http: OnceLock::new(),
+                in_flight: AtomicUsize::new(0),
             })
-            .collect::<Result<Arc<[Lane]>, ClientError>>()?;
+            .collect();
+        // The first lane now, so a setting the client refuses stops start-up.
+        let first = http_client(&options, url.scheme() == "http")?;
+        let _ = lanes[0].http.set(first.clone());
         Ok(Self {
             provider,
             lanes,
-            next: Arc::new(AtomicUsize::new(0)),
+            first,
+            options,
             url,
             key: Arc::new(RwLock::new(key)),
         })
@@ -225,23 +230,40 @@ impl ProviderClient {
         self.lanes.len()
     }
 
-    /// The lane with the fewest calls in flight.
+    /// The first lane with room for one more call; if all are full (more
+    /// calls than planned, e.g. while a drain overlaps a reconnect), the
+    /// least busy.
     fn take_lane(&self) -> LaneGuard<'_> {
-        let n = self.lanes.len();
-        let start = if n > 1 {
-            self.next.fetch_add(1, Ordering::Relaxed)
-        } else {
-            0
-        };
-        let mut best = &self.lanes[start % n];
-        for i in 1..n {
-            let lane = &self.lanes[(start + i) % n];
-            if lane.in_flight.load(Ordering::Relaxed) < best.in_flight.load(Ordering::Relaxed) {
-                best = lane;
-            }
-        }
-        best.in_flight.fetch_add(1, Ordering::Relaxed);
-        LaneGuard(best)
+        let room = self.options.streams_per_connection.max(1);
+        let with_room = self.lanes.iter().find(|lane| {
+            lane.in_flight
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < room).then_some(n + 1)
+                })
+                .is_ok()
+        });
+        let lane = with_room.unwrap_or_else(|| {
+            let lane = self
+                .lanes
+                .iter()
+                .min_by_key(|lane| lane.in_flight.load(Ordering::Acquire))
+                .unwrap_or(&self.lanes[0]);
+            lane.in_flight.fetch_add(1, Ordering::AcqRel);
+            lane
+        });
+        LaneGuard(lane)
+    }
+
+    /// The client of `lane`, built now if this is its first call.
+    fn http<'a>(&'a self, lane: &'a Lane) -> &'a reqwest::Client {
+        lane.http.get_or_init(|| {
+            http_client(&self.options, self.url.scheme() == "http").unwrap_or_else(|e| {
+                // The first lane was built with the same options, so this
+                // is not expected; share its connection rather than fail.
+                tracing::warn!(provider = %self.provider, error = %e, "cannot build another HTTP client; sharing the first");
+                self.first.clone()
+            })
+        })
     }
 
     /// Sends `message` once. Never fails: a missing response is a
@@ -250,7 +272,7 @@ impl ProviderClient {
         let started = Instant::now();
         let key = self.key();
         let lane = self.take_lane();
-        let request = lane.0.http.post(self.url.clone());
+        let request = self.http(lane.0).post(self.url.clone());
         let request = match message {
             Message::Email(job) => request.json(job),
             Message::Sms(job) => request.json(job),
@@ -428,25 +450,36 @@ mod tests {
     }
 
     #[test]
-    fn calls_go_to_the_least_busy_lane() {
+    fn a_lane_fills_before_the_next_is_built() {
         let c = client(HttpVersion::Http2, 300);
-        let held: Vec<_> = (0..300).map(|_| c.take_lane()).collect();
         let load = |c: &ProviderClient| -> Vec<usize> {
             c.lanes
                 .iter()
                 .map(|l| l.in_flight.load(Ordering::Relaxed))
                 .collect()
         };
+        let built = |c: &ProviderClient| c.lanes.iter().filter(|l| l.http.get().is_some()).count();
+        let mut held: Vec<_> = (0..150).map(|_| c.take_lane()).collect();
+        assert_eq!(load(&c), vec![100, 50, 0]);
+        for guard in &held {
+            c.http(guard.0);
+        }
+        assert_eq!(
+            built(&c),
+            2,
+            "the third lane is not built before it is used"
+        );
+        // Calls ending on the first lane free room there first.
+        held.drain(..10);
+        assert_eq!(load(&c), vec![90, 50, 0]);
+        held.push(c.take_lane());
+        assert_eq!(load(&c), vec![91, 50, 0]);
+        // All full: the least busy lane takes the extra call.
+        held.extend((0..159).map(|_| c.take_lane()));
         assert_eq!(load(&c), vec![100, 100, 100]);
-        // Freeing calls on one lane sends the next calls there.
-        let first = held[0].0 as *const Lane;
-        let (on_first, rest): (Vec<_>, Vec<_>) =
-            held.into_iter().partition(|g| std::ptr::eq(g.0, first));
-        drop(on_first);
-        let again: Vec<_> = (0..100).map(|_| c.take_lane()).collect();
-        assert!(again.iter().all(|g| std::ptr::eq(g.0, first)));
-        drop(again);
-        drop(rest);
+        held.push(c.take_lane());
+        assert_eq!(load(&c).iter().sum::<usize>(), 301);
+        held.clear();
         assert_eq!(load(&c), vec![0, 0, 0]);
     }
 }
