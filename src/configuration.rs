@@ -272,9 +272,9 @@ pub struct RunArgs {
     /// https (HTTP/1.1 if declined) and uses prior knowledge on plain http.
     #[arg(long, env = "NOTIFY_PROVIDER_HTTP", value_name = "NOTIFY_PROVIDER_HTTP", value_enum, default_value_t = HttpVersion::Http1)]
     pub provider_http: HttpVersion,
-    /// With HTTP/2, calls per connection: the worker opens
-    /// ⌈prefetch × consumers / this⌉ connections per provider. Keep it at or
-    /// below the provider's SETTINGS_MAX_CONCURRENT_STREAMS.
+    /// With HTTP/2, calls per connection: the worker opens up to
+    /// ⌈prefetch × consumers / this⌉ connections per provider, as needed.
+    /// Keep it at or below the provider's SETTINGS_MAX_CONCURRENT_STREAMS.
     #[arg(long, env = "NOTIFY_HTTP2_STREAMS", value_name = "NOTIFY_HTTP2_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub http2_streams: u32,
     /// How often key files are checked for a new key, in milliseconds.
