@@ -19,6 +19,7 @@ pub mod dlq;
 pub mod gate;
 pub mod job;
 pub mod keywatch;
+pub mod lanes;
 pub mod metrics;
 pub mod nodelay;
 pub mod process;
