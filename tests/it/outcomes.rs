@@ -428,6 +428,41 @@ async fn http1_takes_a_connection_per_call_in_flight() {
     env.cleanup().await;
 }
 
+/// Over https the version is negotiated by ALPN: `http2` offers h2 and
+/// falls back to HTTP/1.1 when the provider only speaks that; `http1` never
+/// offers h2.
+#[tokio::test]
+async fn over_tls_alpn_picks_the_version() {
+    use axum::http::Version;
+    for (setting, offered, expected) in [
+        ("http2", &["h2", "http/1.1"][..], Version::HTTP_2),
+        ("http2", &["http/1.1"][..], Version::HTTP_11),
+        ("http1", &["h2", "http/1.1"][..], Version::HTTP_11),
+    ] {
+        let env = TestEnv::new().await;
+        let email = FakeProvider::start_tls(offered, |_| Reply::ok()).await;
+        let sms = FakeProvider::start_tls(offered, |_| Reply::ok()).await;
+        let mut args = env.args(&email, &sms);
+        set_arg(&mut args, "--provider-http", Some(setting));
+        set_arg(&mut args, "--migosmtp-api-key", Some(EMAIL_KEY));
+        set_arg(&mut args, "--telnxo-api-key", Some(SMS_KEY));
+        let worker =
+            ChildWorker::start_with_env(args, &[("SSL_CERT_FILE", FakeProvider::test_ca())]).await;
+        env.publish("email", &email_job("tls-e", "tls@example.com"))
+            .await;
+        env.publish("sms", &sms_job("tls-s", "+15550002222")).await;
+        eventually("both sent", Duration::from_secs(20), || async {
+            (!email.calls().is_empty() && !sms.calls().is_empty()).then_some(())
+        })
+        .await;
+        worker.stop().await;
+        let versions = [email.calls()[0].version, sms.calls()[0].version];
+        assert_eq!(versions, [expected; 2], "{setting} against {offered:?}");
+        assert_eq!(env.ready(&env.email_queue).await, 0);
+        env.cleanup().await;
+    }
+}
+
 #[tokio::test]
 async fn batched_writes_keep_one_row_per_job_and_one_bad_row_does_not_block_the_rest() {
     use notify_worker::{

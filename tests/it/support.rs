@@ -127,6 +127,7 @@ struct FakeState {
 pub struct FakeProvider {
     pub addr: SocketAddr,
     state: Arc<FakeState>,
+    tls: bool,
 }
 
 impl FakeProvider {
@@ -144,7 +145,78 @@ impl FakeProvider {
         let addr = listener.local_addr().unwrap();
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { addr, state }
+        Self {
+            addr,
+            state,
+            tls: false,
+        }
+    }
+
+    /// The same fake over TLS (certificate for 127.0.0.1 from
+    /// `tests/fixtures/tls`), offering `alpn` (e.g. `["h2", "http/1.1"]`).
+    pub async fn start_tls(
+        alpn: &[&str],
+        responder: impl Fn(&Call) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        use hyper_util::{
+            rt::{TokioExecutor, TokioIo},
+            server::conn::auto,
+            service::TowerToHyperService,
+        };
+        use tokio_rustls::rustls::{
+            ServerConfig,
+            pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+        };
+        let state = Arc::new(FakeState {
+            calls: Mutex::new(Vec::new()),
+            responder: Arc::new(responder),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        });
+        let app = Router::new()
+            .fallback(post(handle))
+            .with_state(Arc::clone(&state));
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+        let certs = CertificateDer::pem_file_iter(format!("{dir}/server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(format!("{dir}/server.key")).unwrap();
+        let mut config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, peer)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let app = app
+                    .clone()
+                    .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            state,
+            tls: true,
+        }
+    }
+
+    /// The CA file that makes [`FakeProvider::start_tls`]'s certificate
+    /// trusted (through `SSL_CERT_FILE`).
+    pub fn test_ca() -> &'static str {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem")
     }
 
     /// Answers 200 to everything.
@@ -153,7 +225,8 @@ impl FakeProvider {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -561,7 +634,12 @@ pub struct ChildWorker {
 }
 
 impl ChildWorker {
-    pub async fn start(mut args: Vec<String>) -> Self {
+    pub async fn start(args: Vec<String>) -> Self {
+        Self::start_with_env(args, &[]).await
+    }
+
+    /// Like [`ChildWorker::start`], with these environment variables.
+    pub async fn start_with_env(mut args: Vec<String>, env: &[(&str, &str)]) -> Self {
         let admin = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -571,6 +649,7 @@ impl ChildWorker {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_notify-worker"))
             .env_clear()
             .env("NOTIFY_LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
             .arg("run")
             .args(&args)
             .stdout(std::process::Stdio::null())
