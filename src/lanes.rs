@@ -42,6 +42,15 @@ pub struct HttpOptions {
 }
 
 impl HttpOptions {
+    /// Calls one lane takes before the next is used: unbounded for
+    /// HTTP/1.1, whose single lane opens a connection per call.
+    fn room(&self) -> usize {
+        match self.version {
+            HttpVersion::Http1 => usize::MAX,
+            HttpVersion::Http2 => self.streams_per_connection.max(1),
+        }
+    }
+
     /// Lanes needed so no connection carries more than its share of calls.
     fn lanes(&self) -> usize {
         match self.version {
@@ -106,12 +115,9 @@ impl Lanes {
         })
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lanes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lanes.is_empty()
     }
 
     /// A client for one call, and the guard that counts the call on its
@@ -125,7 +131,7 @@ impl Lanes {
     /// calls than planned, e.g. while a drain overlaps a reconnect), the
     /// least busy.
     fn take_lane(&self) -> LaneGuard<'_> {
-        let room = self.options.streams_per_connection.max(1);
+        let room = self.options.room();
         let with_room = self.lanes.iter().find(|lane| {
             lane.in_flight
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -165,14 +171,12 @@ fn http_client(options: &HttpOptions, plain: bool) -> Result<reqwest::Client, re
     let builder = reqwest::Client::builder()
         .timeout(options.timeout)
         .connect_timeout(options.timeout.min(Duration::from_secs(5)))
+        .pool_max_idle_per_host(options.max_in_flight)
         .user_agent(concat!("notify-worker/", env!("CARGO_PKG_VERSION")));
     let builder = match options.version {
-        HttpVersion::Http1 => builder
-            .http1_only()
-            .pool_max_idle_per_host(options.max_in_flight),
+        HttpVersion::Http1 => builder.http1_only(),
         HttpVersion::Http2 => {
             let builder = builder
-                .pool_max_idle_per_host(options.max_in_flight)
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .http2_keep_alive_timeout(Duration::from_secs(10));
             // On https ALPN picks the version; plain http has no ALPN.

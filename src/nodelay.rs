@@ -2,11 +2,12 @@
 //!
 //! sqlx 0.9.0 stopped setting TCP_NODELAY (transact-rs/sqlx#4335). Without
 //! it, a statement whose last bytes fill less than a TCP segment waits for
-//! the server's delayed ACK, 40 ms on Linux: a batch of dead-letter rows is
-//! such a statement: a revoked-key storm wrote 2,200 rows/s with it and
-//! 13,600 without (`cargo bench`, scenario e). sqlx gives no access to its sockets, so after each new
-//! connection [`set_on_sockets_to`] finds this process's TCP sockets to the
-//! database's port and sets the option on them. Remove once sqlx sets it.
+//! the server's delayed ACK, 40 ms on Linux. Batches of dead-letter rows are
+//! such statements: a revoked-key storm wrote 2,200 rows/s without the
+//! option and 13,600 with it (`cargo bench`, scenario e). sqlx gives no
+//! access to its sockets, so after each new connection
+//! [`set_on_sockets_to`] finds this process's TCP sockets to the database's
+//! port and sets the option on them. Remove once sqlx sets it again.
 
 /// Sets TCP_NODELAY on every TCP socket of this process connected to
 /// `port`; returns how many it changed. Linux only (reads `/proc/self/fd`);

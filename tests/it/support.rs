@@ -132,15 +132,7 @@ pub struct FakeProvider {
 
 impl FakeProvider {
     pub async fn start(responder: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> Self {
-        let state = Arc::new(FakeState {
-            calls: Mutex::new(Vec::new()),
-            responder: Arc::new(responder),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-        });
-        let app = Router::new()
-            .fallback(post(handle))
-            .with_state(Arc::clone(&state));
+        let (state, app) = Self::app(responder);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -150,6 +142,20 @@ impl FakeProvider {
             state,
             tls: false,
         }
+    }
+
+    /// The fake's state and the router answering every POST from it.
+    fn app(responder: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> (Arc<FakeState>, Router) {
+        let state = Arc::new(FakeState {
+            calls: Mutex::new(Vec::new()),
+            responder: Arc::new(responder),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        });
+        let app = Router::new()
+            .fallback(post(handle))
+            .with_state(Arc::clone(&state));
+        (state, app)
     }
 
     /// The same fake over TLS (certificate for 127.0.0.1 from
@@ -167,15 +173,7 @@ impl FakeProvider {
             ServerConfig,
             pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
         };
-        let state = Arc::new(FakeState {
-            calls: Mutex::new(Vec::new()),
-            responder: Arc::new(responder),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-        });
-        let app = Router::new()
-            .fallback(post(handle))
-            .with_state(Arc::clone(&state));
+        let (state, app) = Self::app(responder);
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
         let certs = CertificateDer::pem_file_iter(format!("{dir}/server.pem"))
             .unwrap()
