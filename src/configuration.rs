@@ -268,9 +268,11 @@ pub struct RunArgs {
     /// deliveries: jobs in flight per queue = consumers × prefetch.
     #[arg(long, env = "NOTIFY_CONSUMERS_PER_QUEUE", value_name = "NOTIFY_CONSUMERS_PER_QUEUE", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub consumers_per_queue: u16,
-    /// HTTP version spoken to the providers. `http2` offers HTTP/2 by ALPN on
-    /// https (HTTP/1.1 if declined) and uses prior knowledge on plain http.
-    #[arg(long, env = "NOTIFY_PROVIDER_HTTP", value_name = "NOTIFY_PROVIDER_HTTP", value_enum, default_value_t = HttpVersion::Http1)]
+    /// HTTP version spoken to the providers. `auto` offers HTTP/2 by ALPN on
+    /// https (HTTP/1.1 if declined) and speaks HTTP/1.1 on plain http;
+    /// `http2` does the same on https and uses prior knowledge (h2c) on
+    /// plain http; `http1` never offers HTTP/2.
+    #[arg(long, env = "NOTIFY_PROVIDER_HTTP", value_name = "NOTIFY_PROVIDER_HTTP", value_enum, default_value_t = HttpVersion::Auto)]
     pub provider_http: HttpVersion,
     /// With HTTP/2, calls per connection: the worker opens up to
     /// ⌈prefetch × consumers / this⌉ connections per provider, as needed.

@@ -1,19 +1,27 @@
 //! The HTTP connections to one provider.
 //!
 //! HTTP/1.1 needs a connection per call in flight, and each costs about
-//! 32 KiB here (hyper's buffers and dispatch channel). HTTP/2 carries many
-//! calls on one connection, but a server caps the streams per connection
-//! (often 100 to 250) and hyper puts every call to one host on one
-//! connection, queueing the rest; so with HTTP/2 calls are spread over
-//! several lanes, each its own reqwest client and so its own connection. A
-//! lane is filled before the next is used, and built on first use, so a
-//! light load keeps one connection.
+//! 32 KiB here (hyper's buffers and dispatch channel); reqwest pools them.
+//! HTTP/2 carries many calls on one connection, but a server caps the
+//! streams per connection (often 100 to 250), so calls are spread over
+//! lanes, each one connection ([`crate::http2`]). A lane is filled before
+//! the next is used, and connects on first use, so a light load keeps one
+//! connection.
 
-use crate::provider::Provider;
+use crate::{
+    http2::{Body, Connector, Reply, Slot},
+    provider::Provider,
+};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Uri,
+    header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT},
+};
 use std::{
     sync::{
         OnceLock,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -21,6 +29,9 @@ use std::{
 /// The HTTP version spoken to providers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum HttpVersion {
+    /// HTTP/2 offered by ALPN on https (HTTP/1.1 if the provider declines),
+    /// HTTP/1.1 on plain http, where nothing can be negotiated.
+    Auto,
     /// HTTP/1.1 only: a connection per call in flight.
     Http1,
     /// HTTP/2: offered by ALPN on https (HTTP/1.1 if the provider declines),
@@ -42,36 +53,29 @@ pub struct HttpOptions {
 }
 
 impl HttpOptions {
-    /// Calls one lane takes before the next is used: unbounded for
-    /// HTTP/1.1, whose single lane opens a connection per call.
+    /// Calls one HTTP/2 lane takes before the next is used.
     fn room(&self) -> usize {
-        match self.version {
-            HttpVersion::Http1 => usize::MAX,
-            HttpVersion::Http2 => self.streams_per_connection.max(1),
-        }
+        self.streams_per_connection.max(1)
     }
 
-    /// Lanes needed so no connection carries more than its share of calls.
+    fn connect_timeout(&self) -> Duration {
+        self.timeout.min(Duration::from_secs(5))
+    }
+
+    /// HTTP/2 lanes needed so no connection carries more than its share.
     fn lanes(&self) -> usize {
-        match self.version {
-            HttpVersion::Http1 => 1,
-            HttpVersion::Http2 => self
-                .max_in_flight
-                .div_ceil(self.streams_per_connection.max(1))
-                .max(1),
-        }
+        self.max_in_flight.div_ceil(self.room()).max(1)
     }
 }
 
-/// One reqwest client (so one connection pool), built on first use, and
-/// the calls it carries.
+/// One HTTP/2 connection and the calls it carries.
 struct Lane {
-    http: OnceLock<reqwest::Client>,
+    slot: Slot,
     in_flight: AtomicUsize,
 }
 
 /// A lane taken for one call; gives it back when dropped.
-pub struct LaneGuard<'a>(&'a Lane);
+struct LaneGuard<'a>(&'a Lane);
 
 impl Drop for LaneGuard<'_> {
     fn drop(&mut self) {
@@ -79,115 +83,225 @@ impl Drop for LaneGuard<'_> {
     }
 }
 
-/// The lanes of one provider.
+/// Where calls go: reqwest for HTTP/1.1; hyper's HTTP/2 connections
+/// ([`crate::http2`]) otherwise, with reqwest over HTTP/1.1 if the
+/// provider declines HTTP/2 by ALPN.
+enum Transport {
+    Http1(reqwest::Client),
+    Http2 {
+        lanes: Box<[Lane]>,
+        connector: Connector,
+        /// Set once the provider has chosen HTTP/1.1 by ALPN.
+        declined: AtomicBool,
+        fallback: OnceLock<reqwest::Client>,
+    },
+}
+
+/// The connections to one provider's send endpoint.
 pub struct Lanes {
     provider: Provider,
-    lanes: Box<[Lane]>,
-    /// The first lane's client (cheap to clone: it is shared inside).
-    first: reqwest::Client,
+    url: reqwest::Url,
+    uri: Uri,
     options: HttpOptions,
-    /// Plain `http`: HTTP/2 needs prior knowledge, there is no ALPN.
-    plain: bool,
+    transport: Transport,
+}
+
+/// One call's request: the JSON body and the `Authorization` value.
+pub struct Call {
+    pub authorization: HeaderValue,
+    pub body: Bytes,
 }
 
 impl Lanes {
-    /// Builds the first lane now, so a setting reqwest refuses stops
-    /// start-up; the others wait for their first call.
+    /// Checks the settings now, so one the HTTP stack refuses stops
+    /// start-up; connections wait for the first call.
     pub fn new(
         provider: Provider,
         options: HttpOptions,
-        plain: bool,
-    ) -> Result<Self, reqwest::Error> {
-        let lanes: Box<[Lane]> = (0..options.lanes())
-            .map(|_| Lane {
-                http: OnceLock::new(),
-                in_flight: AtomicUsize::new(0),
-            })
-            .collect();
-        let first = http_client(&options, plain)?;
-        let _ = lanes[0].http.set(first.clone());
+        url: reqwest::Url,
+    ) -> Result<Self, String> {
+        let uri = url.as_str().parse::<Uri>().map_err(|e| e.to_string())?;
+        let http2 = match options.version {
+            HttpVersion::Auto => url.scheme() == "https",
+            HttpVersion::Http1 => false,
+            HttpVersion::Http2 => true,
+        };
+        let transport = if http2 {
+            Transport::Http2 {
+                lanes: (0..options.lanes())
+                    .map(|_| Lane {
+                        slot: Slot::default(),
+                        in_flight: AtomicUsize::new(0),
+                    })
+                    .collect(),
+                connector: Connector::new(provider, &url, options.connect_timeout())?,
+                declined: AtomicBool::new(false),
+                fallback: OnceLock::new(),
+            }
+        } else {
+            Transport::Http1(http1_client(&options).map_err(|e| e.to_string())?)
+        };
         Ok(Self {
             provider,
-            lanes,
-            first,
+            url,
+            uri,
             options,
-            plain,
+            transport,
         })
+    }
+
+    pub fn url(&self) -> &reqwest::Url {
+        &self.url
     }
 
     #[cfg(test)]
-    fn len(&self) -> usize {
-        self.lanes.len()
+    fn lanes(&self) -> &[Lane] {
+        match &self.transport {
+            Transport::Http1(_) => &[],
+            Transport::Http2 { lanes, .. } => lanes,
+        }
     }
 
-    /// A client for one call, and the guard that counts the call on its
-    /// lane until dropped.
-    pub fn take(&self) -> (&reqwest::Client, LaneGuard<'_>) {
-        let guard = self.take_lane();
-        (self.http(guard.0), guard)
+    /// POSTs `call` within the call timeout. `Err` holds why no response
+    /// came, kind first (timeout, connect error, ...).
+    pub async fn call(&self, call: &Call) -> Result<Reply, String> {
+        let (lanes, connector, declined, fallback) = match &self.transport {
+            Transport::Http1(http) => return self.call_reqwest(http, call).await,
+            Transport::Http2 {
+                lanes,
+                connector,
+                declined,
+                fallback,
+            } => (lanes, connector, declined, fallback),
+        };
+        if !declined.load(Ordering::Relaxed) {
+            let lane = take_lane(lanes, self.options.room());
+            let request = || self.request(call);
+            let sent =
+                tokio::time::timeout(self.options.timeout, lane.0.slot.call(connector, request));
+            match sent.await {
+                Ok(Ok(Some(reply))) => return Ok(reply),
+                Ok(Ok(None)) => {
+                    if !declined.swap(true, Ordering::Relaxed) {
+                        tracing::info!(provider = %self.provider, "provider declined HTTP/2 by ALPN; using HTTP/1.1");
+                    }
+                }
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => {
+                    return Err(format!(
+                        "timeout: no response within {:?}",
+                        self.options.timeout
+                    ));
+                }
+            }
+        }
+        let http = fallback.get_or_init(|| {
+            // Options reqwest accepts for HTTP/1.1 (checked at start-up
+            // only for HTTP/2's); should they fail here, reqwest's
+            // defaults still talk HTTP/1.1.
+            http1_client(&self.options).unwrap_or_default()
+        });
+        self.call_reqwest(http, call).await
     }
 
-    /// The first lane with room for one more call; if all are full (more
-    /// calls than planned, e.g. while a drain overlaps a reconnect), the
-    /// least busy.
-    fn take_lane(&self) -> LaneGuard<'_> {
-        let room = self.options.room();
-        let with_room = self.lanes.iter().find(|lane| {
-            lane.in_flight
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < room).then_some(n + 1)
+    fn request(&self, call: &Call) -> Request<Body> {
+        let mut request = Request::new(Full::new(call.body.clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(AUTHORIZATION, call.authorization.clone());
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        request
+    }
+
+    async fn call_reqwest(&self, http: &reqwest::Client, call: &Call) -> Result<Reply, String> {
+        let response = http
+            .post(self.url.clone())
+            .header(AUTHORIZATION, call.authorization.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(call.body.clone())
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get(RETRY_AFTER).cloned();
+        match response.bytes().await {
+            Ok(body) => Ok(Reply {
+                status,
+                retry_after,
+                body,
+            }),
+            // The provider said yes; a body lost after that changes nothing.
+            Err(e) if status < 300 => {
+                tracing::debug!(provider = %self.provider, error = %describe(&e), "provider body unreadable after 2xx");
+                Ok(Reply {
+                    status,
+                    retry_after,
+                    body: Bytes::new(),
                 })
-                .is_ok()
-        });
-        let lane = with_room.unwrap_or_else(|| {
-            let lane = self
-                .lanes
-                .iter()
-                .min_by_key(|lane| lane.in_flight.load(Ordering::Acquire))
-                .unwrap_or(&self.lanes[0]);
-            lane.in_flight.fetch_add(1, Ordering::AcqRel);
-            lane
-        });
-        LaneGuard(lane)
-    }
-
-    /// The client of `lane`, built now if this is its first call.
-    fn http<'a>(&'a self, lane: &'a Lane) -> &'a reqwest::Client {
-        lane.http.get_or_init(|| {
-            http_client(&self.options, self.plain).unwrap_or_else(|e| {
-                // The first lane was built with the same options, so this
-                // is not expected; share its connection rather than fail.
-                tracing::warn!(provider = %self.provider, error = %e, "cannot build another HTTP client; sharing the first");
-                self.first.clone()
-            })
-        })
+            }
+            Err(e) => Err(describe(&e)),
+        }
     }
 }
 
-/// One pooled client. HTTP/1.1 keeps up to `max_in_flight` idle
-/// connections so a steady load does not reconnect; HTTP/2 pings idle
-/// connections so a dead one is noticed before a call waits on it.
-fn http_client(options: &HttpOptions, plain: bool) -> Result<reqwest::Client, reqwest::Error> {
-    let builder = reqwest::Client::builder()
+/// The first lane with room for one more call; if all are full (more calls
+/// than planned, e.g. while a drain overlaps a reconnect), the least busy.
+fn take_lane(lanes: &[Lane], room: usize) -> LaneGuard<'_> {
+    let with_room = lanes.iter().find(|lane| {
+        lane.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < room).then_some(n + 1)
+            })
+            .is_ok()
+    });
+    let lane = with_room.unwrap_or_else(|| {
+        let lane = lanes
+            .iter()
+            .min_by_key(|lane| lane.in_flight.load(Ordering::Acquire))
+            .unwrap_or(&lanes[0]);
+        lane.in_flight.fetch_add(1, Ordering::AcqRel);
+        lane
+    });
+    LaneGuard(lane)
+}
+
+const USER_AGENT_VALUE: &str = concat!("notify-worker/", env!("CARGO_PKG_VERSION"));
+
+/// The HTTP/1.1 client: keeps up to `max_in_flight` idle connections so a
+/// steady load does not reconnect.
+fn http1_client(options: &HttpOptions) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
         .timeout(options.timeout)
-        .connect_timeout(options.timeout.min(Duration::from_secs(5)))
+        .connect_timeout(options.connect_timeout())
         .pool_max_idle_per_host(options.max_in_flight)
-        .user_agent(concat!("notify-worker/", env!("CARGO_PKG_VERSION")));
-    let builder = match options.version {
-        HttpVersion::Http1 => builder.http1_only(),
-        HttpVersion::Http2 => {
-            let builder = builder
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .http2_keep_alive_timeout(Duration::from_secs(10));
-            // On https ALPN picks the version; plain http has no ALPN.
-            if plain {
-                builder.http2_prior_knowledge()
-            } else {
-                builder
-            }
-        }
+        .user_agent(USER_AGENT_VALUE)
+        .http1_only()
+        // A send endpoint that redirects is misconfigured: its 3xx is the
+        // answer, not a POST turned into a GET elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// A transport error in words, with its kind first (timeout, connect, ...).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect error"
+    } else if e.is_body() || e.is_decode() {
+        "body error"
+    } else {
+        "request error"
     };
-    builder.build()
+    let mut text = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -201,46 +315,41 @@ mod tests {
             max_in_flight,
             streams_per_connection: 100,
         };
-        Lanes::new(Provider::MigoSmtp, options, true).unwrap()
+        let url = reqwest::Url::parse("http://127.0.0.1:9/v1/email/send").unwrap();
+        Lanes::new(Provider::MigoSmtp, options, url).unwrap()
     }
 
     #[test]
     fn http2_gets_a_lane_per_share_of_streams() {
-        assert_eq!(lanes(HttpVersion::Http1, 5000).len(), 1);
-        assert_eq!(lanes(HttpVersion::Http2, 100).len(), 1);
-        assert_eq!(lanes(HttpVersion::Http2, 101).len(), 2);
-        assert_eq!(lanes(HttpVersion::Http2, 5000).len(), 50);
+        assert_eq!(lanes(HttpVersion::Http1, 5000).lanes().len(), 0);
+        // Plain http has no ALPN: `auto` speaks HTTP/1.1 there.
+        assert_eq!(lanes(HttpVersion::Auto, 5000).lanes().len(), 0);
+        assert_eq!(lanes(HttpVersion::Http2, 100).lanes().len(), 1);
+        assert_eq!(lanes(HttpVersion::Http2, 101).lanes().len(), 2);
+        assert_eq!(lanes(HttpVersion::Http2, 5000).lanes().len(), 50);
     }
 
     #[test]
-    fn a_lane_fills_before_the_next_is_built() {
+    fn a_lane_fills_before_the_next_is_used() {
         let c = lanes(HttpVersion::Http2, 300);
         let load = |c: &Lanes| -> Vec<usize> {
-            c.lanes
+            c.lanes()
                 .iter()
                 .map(|l| l.in_flight.load(Ordering::Relaxed))
                 .collect()
         };
-        let built = |c: &Lanes| c.lanes.iter().filter(|l| l.http.get().is_some()).count();
-        let mut held: Vec<_> = (0..150).map(|_| c.take_lane()).collect();
+        let take = || take_lane(c.lanes(), 100);
+        let mut held: Vec<_> = (0..150).map(|_| take()).collect();
         assert_eq!(load(&c), vec![100, 50, 0]);
-        for guard in &held {
-            c.http(guard.0);
-        }
-        assert_eq!(
-            built(&c),
-            2,
-            "the third lane is not built before it is used"
-        );
         // Calls ending on the first lane free room there first.
         held.drain(..10);
         assert_eq!(load(&c), vec![90, 50, 0]);
-        held.push(c.take_lane());
+        held.push(take());
         assert_eq!(load(&c), vec![91, 50, 0]);
         // All full: the least busy lane takes the extra call.
-        held.extend((0..159).map(|_| c.take_lane()));
+        held.extend((0..159).map(|_| take()));
         assert_eq!(load(&c), vec![100, 100, 100]);
-        held.push(c.take_lane());
+        held.push(take());
         assert_eq!(load(&c).iter().sum::<usize>(), 301);
         held.clear();
         assert_eq!(load(&c), vec![0, 0, 0]);

@@ -17,6 +17,7 @@ pub mod deadletter;
 pub mod deliver;
 pub mod dlq;
 pub mod gate;
+pub mod http2;
 pub mod job;
 pub mod keywatch;
 pub mod lanes;

@@ -5,10 +5,10 @@
 pub use crate::lanes::{HttpOptions, HttpVersion};
 use crate::{
     job::{Channel, Message},
-    lanes::Lanes,
+    lanes::{Call, Lanes},
     secret::ApiKey,
 };
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::header::HeaderValue;
 use std::{
     fmt,
     sync::{Arc, RwLock},
@@ -91,7 +91,6 @@ pub enum ClientError {
 pub struct ProviderClient {
     provider: Provider,
     lanes: Arc<Lanes>,
-    url: reqwest::Url,
     /// Shared with the key-file watcher, which replaces it on rotation.
     key: Arc<RwLock<ApiKey>>,
 }
@@ -100,7 +99,7 @@ impl fmt::Debug for ProviderClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProviderClient")
             .field("provider", &self.provider)
-            .field("url", &self.url.as_str())
+            .field("url", &self.lanes.url().as_str())
             .finish_non_exhaustive()
     }
 }
@@ -128,12 +127,10 @@ impl ProviderClient {
                 provider.path()
             ))
             .map_err(|e| bad(e.to_string()))?;
-        let lanes = Lanes::new(provider, options, url.scheme() == "http")
-            .map_err(|e| ClientError::Build(e.to_string()))?;
+        let lanes = Lanes::new(provider, options, url).map_err(ClientError::Build)?;
         Ok(Self {
             provider,
             lanes: Arc::new(lanes),
-            url,
             key: Arc::new(RwLock::new(key)),
         })
     }
@@ -157,44 +154,39 @@ impl ProviderClient {
     pub async fn send(&self, message: &Message) -> (Response, Duration) {
         let started = Instant::now();
         let key = self.key();
-        let (http, _lane) = self.lanes.take();
-        let request = http.post(self.url.clone());
-        let request = match message {
-            Message::Email(job) => request.json(job),
-            Message::Sms(job) => request.json(job),
+        let body = match message {
+            Message::Email(job) => serde_json::to_vec(job),
+            Message::Sms(job) => serde_json::to_vec(job),
         };
-        let response = request
-            .header(AUTHORIZATION, authorization(&key))
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .send()
-            .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => return (Response::Transport(describe(&e)), started.elapsed()),
+        let body = match body {
+            Ok(body) => body,
+            // Jobs are plain strings and numbers; this is not expected.
+            Err(e) => {
+                return (
+                    Response::Transport(format!("request error: cannot encode the job: {e}")),
+                    started.elapsed(),
+                );
+            }
         };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
+        let call = Call {
+            authorization: authorization(&key),
+            body: body.into(),
+        };
+        let reply = match self.lanes.call(&call).await {
+            Ok(reply) => reply,
+            Err(error) => return (Response::Transport(error), started.elapsed()),
+        };
+        let retry_after = reply
+            .retry_after
+            .as_ref()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| crate::retry::parse_retry_after(v, SystemTime::now()));
-        let body = match response.bytes().await {
-            // Some APIs echo the key they refused: it must not reach a row.
-            Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes).replace(key.expose(), "[redacted]");
-                truncate_utf8(text.as_bytes(), MAX_RESPONSE_BYTES)
-            }
-            Err(e) if status < 300 => {
-                // The provider said yes; a body lost after that changes nothing.
-                tracing::debug!(error = %describe(&e), "provider body unreadable after 2xx");
-                String::new()
-            }
-            Err(e) => return (Response::Transport(describe(&e)), started.elapsed()),
-        };
+        // Some APIs echo the key they refused: it must not reach a row.
+        let text = String::from_utf8_lossy(&reply.body).replace(key.expose(), "[redacted]");
         let response = Response::Http {
-            status,
+            status: reply.status,
             retry_after,
-            body,
+            body: truncate_utf8(text.as_bytes(), MAX_RESPONSE_BYTES),
         };
         (response, started.elapsed())
     }
@@ -208,26 +200,6 @@ fn authorization(key: &ApiKey) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
     value.set_sensitive(true);
     value
-}
-
-/// A transport error in words, with its kind first (timeout, connect, ...).
-fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect error"
-    } else if e.is_body() || e.is_decode() {
-        "body error"
-    } else {
-        "request error"
-    };
-    let mut text = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
 }
 
 /// Keeps at most `max` bytes of `bytes` as text, cut on a character boundary;
@@ -264,7 +236,10 @@ mod tests {
             options(HttpVersion::Http1, 4),
         )
         .unwrap();
-        assert_eq!(c.url.as_str(), "http://127.0.0.1:9/prefix/v1/sms/send");
+        assert_eq!(
+            c.lanes.url().as_str(),
+            "http://127.0.0.1:9/prefix/v1/sms/send"
+        );
         let err = ProviderClient::new(
             Provider::Telnxo,
             "ftp://x",

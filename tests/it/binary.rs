@@ -49,6 +49,17 @@ async fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_jobs_finish_acks_them_and_exits_zero() {
+    sigterm_drain_without_secrets("http1").await;
+}
+
+/// The same over HTTP/2 (h2c), whose client is hyper's own: its trace logs
+/// must not carry a key either.
+#[tokio::test]
+async fn sigterm_drain_and_secrets_over_http2() {
+    sigterm_drain_without_secrets("http2").await;
+}
+
+async fn sigterm_drain_without_secrets(http: &str) {
     let env = TestEnv::new().await;
     let email = FakeProvider::start(|_| Reply::ok().after(Duration::from_millis(1500))).await;
     let sms = FakeProvider::start(|c| {
@@ -78,6 +89,7 @@ async fn sigterm_lets_in_flight_jobs_finish_acks_them_and_exits_zero() {
         .env("NOTIFY_LOG_FORMAT", "json")
         .env("NOTIFY_LOG_LEVEL", "trace")
         .env("NOTIFY_AUTH_PAUSE_SECS", "0")
+        .env("NOTIFY_PROVIDER_HTTP", http)
         .arg("run")
         .args(&args)
         .stdout(Stdio::piped())
@@ -117,6 +129,11 @@ async fn sigterm_lets_in_flight_jobs_finish_acks_them_and_exits_zero() {
 
     // Every in-flight job finished and was acked: nothing comes back.
     assert_eq!(email.calls().len(), 10);
+    let version = match http {
+        "http2" => axum::http::Version::HTTP_2,
+        _ => axum::http::Version::HTTP_11,
+    };
+    assert!(email.calls().iter().all(|c| c.version == version));
     assert_eq!(env.ready(&env.email_queue).await, 0, "no job left unacked");
     assert_eq!(env.ready(&env.sms_queue).await, 0);
     // The keys from files were trimmed and sent exactly.

@@ -399,6 +399,7 @@ async fn http2_spreads_calls_over_a_connection_per_share_of_streams() {
     env.cleanup().await;
 }
 
+/// Plain http has no ALPN: the default (`auto`) speaks HTTP/1.1 there.
 #[tokio::test]
 async fn http1_takes_a_connection_per_call_in_flight() {
     let env = TestEnv::new().await;
@@ -428,13 +429,15 @@ async fn http1_takes_a_connection_per_call_in_flight() {
     env.cleanup().await;
 }
 
-/// Over https the version is negotiated by ALPN: `http2` offers h2 and
-/// falls back to HTTP/1.1 when the provider only speaks that; `http1` never
-/// offers h2.
+/// Over https the version is negotiated by ALPN: `auto` (the default) and
+/// `http2` offer h2 and fall back to HTTP/1.1 when the provider only speaks
+/// that; `http1` never offers h2.
 #[tokio::test]
 async fn over_tls_alpn_picks_the_version() {
     use axum::http::Version;
     for (setting, offered, expected) in [
+        ("auto", &["h2", "http/1.1"][..], Version::HTTP_2),
+        ("auto", &["http/1.1"][..], Version::HTTP_11),
         ("http2", &["h2", "http/1.1"][..], Version::HTTP_2),
         ("http2", &["http/1.1"][..], Version::HTTP_11),
         ("http1", &["h2", "http/1.1"][..], Version::HTTP_11),
@@ -552,4 +555,35 @@ async fn classic_queues_are_a_setting() {
     assert!(redeclare.is_err(), "the queue was declared classic");
     assert_eq!(env.ready(&env.sms_queue).await, 0);
     env.cleanup().await;
+}
+
+/// A send endpoint that redirects is misconfigured: its 3xx is the answer
+/// (rejected, with the status), never followed to another host with the
+/// job, whatever the HTTP version.
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    for http in ["http1", "http2"] {
+        let env = TestEnv::new().await;
+        let elsewhere = FakeProvider::accepting().await;
+        let location = format!("{}/v1/email/send", elsewhere.url());
+        let email =
+            FakeProvider::start(move |_| Reply::status(307, "moved").header("location", &location))
+                .await;
+        let sms = FakeProvider::accepting().await;
+        let worker = env.worker(&email, &sms, &["--provider-http", http]).await;
+        env.publish("email", &email_job("moved", "m@example.com"))
+            .await;
+        let rows = env.wait_rows(1).await;
+        worker.stop().await;
+        assert_eq!(
+            (rows[0].error_code.as_str(), rows[0].http_status),
+            ("rejected", Some(307)),
+            "{http}"
+        );
+        assert!(
+            elsewhere.calls().is_empty(),
+            "{http}: the redirect was followed"
+        );
+        env.cleanup().await;
+    }
 }

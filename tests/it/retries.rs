@@ -115,6 +115,15 @@ async fn exactly_max_attempts_calls_then_retries_exhausted() {
 
 #[tokio::test]
 async fn connect_errors_and_timeouts_are_transient() {
+    transport_failures_are_transient("http1").await;
+}
+
+#[tokio::test]
+async fn connect_errors_and_timeouts_are_transient_over_http2() {
+    transport_failures_are_transient("http2").await;
+}
+
+async fn transport_failures_are_transient(http: &str) {
     let env = TestEnv::new().await;
     // A port nobody listens on: connection refused on every call.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -129,6 +138,7 @@ async fn connect_errors_and_timeouts_are_transient() {
         ["--telnxo-api-key", SMS_KEY],
         ["--max-attempts", "2"],
         ["--request-timeout-ms", "300"],
+        ["--provider-http", http],
     ] {
         set_arg(&mut args, flag, Some(value));
     }
@@ -150,5 +160,54 @@ async fn connect_errors_and_timeouts_are_transient() {
         ("retries_exhausted", 2)
     );
     assert!(slow_row.reason.contains("timeout"), "{}", slow_row.reason);
+    env.cleanup().await;
+}
+
+/// A provider restart closes the HTTP/2 connection under calls in flight:
+/// the call under way is retried and sent on a new connection, and the next
+/// job opens one too. Nothing is lost or dead-lettered.
+#[tokio::test]
+async fn http2_calls_survive_the_provider_dropping_its_connections() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let env = TestEnv::new().await;
+    let slow_calls = AtomicUsize::new(0);
+    let email = FakeProvider::start(move |c| {
+        // Only the first call of "slow" hangs; its retry answers at once.
+        if c.to() == "slow@example.com" && slow_calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            Reply::ok().after(Duration::from_secs(30))
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let sms = FakeProvider::accepting().await;
+    let worker = env
+        .worker(
+            &email,
+            &sms,
+            &["--provider-http", "http2", "--request-timeout-ms", "20000"],
+        )
+        .await;
+    env.publish("email", &email_job("before", "before@example.com"))
+        .await;
+    let before = email.wait_calls_to("before@example.com", 1).await[0].peer;
+    env.publish("email", &email_job("slow", "slow@example.com"))
+        .await;
+    eventually(
+        "the slow call under way",
+        Duration::from_secs(20),
+        || async { (email.in_flight() == 1).then_some(()) },
+    )
+    .await;
+    email.drop_connections();
+    let slow = email.wait_calls_to("slow@example.com", 1).await[0].peer;
+    env.publish("email", &email_job("after", "after@example.com"))
+        .await;
+    let after = email.wait_calls_to("after@example.com", 1).await[0].peer;
+    worker.stop().await;
+    assert_ne!(slow, before, "the retry went out on a new connection");
+    assert_eq!(after, slow, "later calls share the new connection");
+    assert!(env.rows().await.is_empty());
+    assert_eq!(env.ready(&env.email_queue).await, 0);
     env.cleanup().await;
 }

@@ -128,34 +128,12 @@ pub struct FakeProvider {
     pub addr: SocketAddr,
     state: Arc<FakeState>,
     tls: bool,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl FakeProvider {
     pub async fn start(responder: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> Self {
-        let (state, app) = Self::app(responder);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self {
-            addr,
-            state,
-            tls: false,
-        }
-    }
-
-    /// The fake's state and the router answering every POST from it.
-    fn app(responder: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> (Arc<FakeState>, Router) {
-        let state = Arc::new(FakeState {
-            calls: Mutex::new(Vec::new()),
-            responder: Arc::new(responder),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-        });
-        let app = Router::new()
-            .fallback(post(handle))
-            .with_state(Arc::clone(&state));
-        (state, app)
+        Self::serve(None, responder).await
     }
 
     /// The same fake over TLS (certificate for 127.0.0.1 from
@@ -164,16 +142,10 @@ impl FakeProvider {
         alpn: &[&str],
         responder: impl Fn(&Call) -> Reply + Send + Sync + 'static,
     ) -> Self {
-        use hyper_util::{
-            rt::{TokioExecutor, TokioIo},
-            server::conn::auto,
-            service::TowerToHyperService,
-        };
         use tokio_rustls::rustls::{
             ServerConfig,
             pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
         };
-        let (state, app) = Self::app(responder);
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
         let certs = CertificateDer::pem_file_iter(format!("{dir}/server.pem"))
             .unwrap()
@@ -186,28 +158,70 @@ impl FakeProvider {
             .unwrap();
         config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Self::serve(Some(acceptor), responder).await
+    }
+
+    /// Serves HTTP/1.1 and HTTP/2 (h2c by prior knowledge on plain TCP,
+    /// ALPN over TLS), each connection a task [`Self::drop_connections`]
+    /// can end.
+    async fn serve(
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+        responder: impl Fn(&Call) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        use hyper_util::{
+            rt::{TokioExecutor, TokioIo},
+            server::conn::auto,
+            service::TowerToHyperService,
+        };
+        let state = Arc::new(FakeState {
+            calls: Mutex::new(Vec::new()),
+            responder: Arc::new(responder),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        });
+        let app = Router::new()
+            .fallback(post(handle))
+            .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(Mutex::new(Vec::<tokio::task::AbortHandle>::new()));
+        let tls = acceptor.is_some();
+        let open = Arc::clone(&connections);
         tokio::spawn(async move {
             while let Ok((tcp, peer)) = listener.accept().await {
                 let acceptor = acceptor.clone();
-                let app = app
-                    .clone()
-                    .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
+                let service = TowerToHyperService::new(
+                    app.clone()
+                        .layer(axum::Extension(axum::extract::ConnectInfo(peer))),
+                );
+                let task = tokio::spawn(async move {
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let _ = match acceptor {
+                        None => builder.serve_connection(TokioIo::new(tcp), service).await,
+                        Some(acceptor) => {
+                            let Ok(tls) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            builder.serve_connection(TokioIo::new(tls), service).await
+                        }
                     };
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
-                        .await;
                 });
+                open.lock().unwrap().push(task.abort_handle());
             }
         });
         Self {
             addr,
             state,
-            tls: true,
+            tls,
+            connections,
+        }
+    }
+
+    /// Closes every open connection at once, as a provider restart would;
+    /// calls under way on them get no answer.
+    pub fn drop_connections(&self) {
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
         }
     }
 

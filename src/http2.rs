@@ -1,0 +1,266 @@
+//! HTTP/2 connections to one provider, on hyper's connection API.
+//!
+//! Through reqwest a call in flight costs about 11 KiB even over HTTP/2
+//! (massif: reqwest's request future, hyper-util's pooled-client future,
+//! header copies for its redirect and retry layers), which puts 10,000 calls
+//! in flight near 200 MiB. hyper's HTTP/2 client, the one reqwest drives
+//! underneath, needs little beyond the stream itself; here a connection is
+//! a hyper `SendRequest`, opened on first use and again once it has closed.
+//! Pooling is [`crate::lanes`]'s job: one [`Slot`] per lane.
+
+use crate::provider::Provider;
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    Request, Response,
+    body::Incoming,
+    client::conn::http2::{Builder, SendRequest},
+    header::{HeaderValue, RETRY_AFTER},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::{sync::Arc, time::Duration};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+    sync::Mutex,
+};
+use tokio_rustls::{
+    TlsConnector,
+    rustls::{self, ClientConfig, pki_types::ServerName},
+};
+
+pub type Body = Full<Bytes>;
+
+/// Most of a response body read; [`crate::provider`] keeps less still.
+const MAX_BODY_READ: usize = 64 * 1024;
+
+/// Why a call got no response. The kind comes first in the text, as in
+/// reqwest's errors, so reasons read the same whatever the version.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("connect error: {0}")]
+    Connect(String),
+    #[error("request error: {0}")]
+    Request(String),
+    #[error("body error: {0}")]
+    Body(String),
+}
+
+/// A response, with the body read (up to [`MAX_BODY_READ`]).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<HeaderValue>,
+    pub body: Bytes,
+}
+
+/// Opens connections to one provider: TCP, then on https TLS offering h2
+/// and http/1.1 by ALPN; on plain http, HTTP/2 by prior knowledge.
+pub struct Connector {
+    provider: Provider,
+    host: String,
+    port: u16,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    connect_timeout: Duration,
+}
+
+/// What a new connection turned out to be.
+enum Opened {
+    H2(SendRequest<Body>),
+    /// The provider chose HTTP/1.1 by ALPN.
+    Declined,
+}
+
+impl Connector {
+    /// Checks the URL and, for https, builds the TLS configuration once
+    /// (trust as reqwest's: the platform verifier, so `SSL_CERT_FILE` and
+    /// the system store apply).
+    pub fn new(
+        provider: Provider,
+        url: &reqwest::Url,
+        connect_timeout: Duration,
+    ) -> Result<Self, String> {
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("{url} has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| format!("{url} has no port"))?;
+        let tls = match url.scheme() {
+            "https" => {
+                let name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+                Some((TlsConnector::from(tls_config()?), name))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            provider,
+            host,
+            port,
+            tls,
+            connect_timeout,
+        })
+    }
+
+    async fn open(&self) -> Result<Opened, CallError> {
+        let address = format!("{}:{}", self.host, self.port);
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| {
+            CallError::Connect(format!(
+                "{address}: no connection within {:?}",
+                self.connect_timeout
+            ))
+        })?
+        .map_err(|e| CallError::Connect(format!("{address}: {e}")))?;
+        // Small request frames must not wait for a delayed ACK.
+        let _ = tcp.set_nodelay(true);
+        let Some((tls, name)) = &self.tls else {
+            return self.handshake(tcp).await;
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, tls.connect(name.clone(), tcp))
+            .await
+            .map_err(|_| {
+                CallError::Connect(format!(
+                    "{address}: no TLS handshake within {:?}",
+                    self.connect_timeout
+                ))
+            })?
+            .map_err(|e| CallError::Connect(format!("{address}: TLS: {e}")))?;
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Ok(Opened::Declined);
+        }
+        self.handshake(stream).await
+    }
+
+    async fn handshake<T>(&self, io: T) -> Result<Opened, CallError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            // Pings notice a dead connection before a call waits on it.
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| CallError::Connect(chain(&e)))?;
+        let provider = self.provider;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%provider, error = %chain(&e), "HTTP/2 connection ended");
+            }
+        });
+        Ok(Opened::H2(sender))
+    }
+}
+
+/// The TLS client configuration reqwest would build: the process's crypto
+/// provider (aws-lc-rs unless one was installed) and the platform verifier.
+fn tls_config() -> Result<Arc<ClientConfig>, String> {
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+        .map_err(|e| format!("TLS certificate verifier: {e}"))?;
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// One connection, opened on first use and again once it has closed.
+#[derive(Default)]
+pub struct Slot {
+    sender: Mutex<Option<SendRequest<Body>>>,
+}
+
+impl Slot {
+    /// Sends `request()` on this slot's connection and reads the reply;
+    /// `Ok(None)` if the provider declined HTTP/2. A request the connection
+    /// closed under before it was sent goes once more on a new one.
+    pub async fn call(
+        &self,
+        connector: &Connector,
+        request: impl Fn() -> Request<Body>,
+    ) -> Result<Option<Reply>, CallError> {
+        let mut retried = false;
+        loop {
+            let Some(mut sender) = self.sender(connector).await? else {
+                return Ok(None);
+            };
+            match sender.try_send_request(request()).await {
+                Ok(response) => return read(response).await.map(Some),
+                Err(e) if !retried && e.message().is_some() => retried = true,
+                Err(e) => return Err(CallError::Request(chain(&e.into_error()))),
+            }
+        }
+    }
+
+    /// A sender on an open connection, opening one if needed; `None` if
+    /// the provider declined HTTP/2. Calls on this slot wait for one open.
+    async fn sender(&self, connector: &Connector) -> Result<Option<SendRequest<Body>>, CallError> {
+        let mut slot = self.sender.lock().await;
+        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(Some(sender.clone()));
+        }
+        *slot = None;
+        // Boxed: TCP, TLS and handshake states are large and rare; inline
+        // they would grow every call's future by kilobytes.
+        match Box::pin(connector.open()).await? {
+            Opened::H2(sender) => Ok(Some(slot.insert(sender).clone())),
+            Opened::Declined => Ok(None),
+        }
+    }
+
+    /// Whether a connection was opened and is still open.
+    pub fn is_open(&self) -> bool {
+        self.sender
+            .try_lock()
+            .is_ok_and(|s| s.as_ref().is_some_and(|s| !s.is_closed()))
+    }
+}
+
+async fn read(response: Response<Incoming>) -> Result<Reply, CallError> {
+    let status = response.status().as_u16();
+    let retry_after = response.headers().get(RETRY_AFTER).cloned();
+    let mut incoming = response.into_body();
+    let mut body = BytesMut::new();
+    // Dropping the rest of a huge body resets the stream, nothing more.
+    while body.len() < MAX_BODY_READ {
+        let Some(frame) = incoming.frame().await else {
+            break;
+        };
+        let frame = frame.map_err(|e| CallError::Body(chain(&e)))?;
+        if let Ok(data) = frame.into_data() {
+            let room = MAX_BODY_READ - body.len();
+            body.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+    Ok(Reply {
+        status,
+        retry_after,
+        body: body.freeze(),
+    })
+}
+
+/// An error and its sources on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
