@@ -420,6 +420,11 @@ async fn end_to_end(env: &Env, n: usize, prefetch: usize) -> f64 {
     n as f64 / fake.first_to_last().as_secs_f64()
 }
 
+/// (c) rounds of `k` calls: with a handful, the middle 80% of completions
+/// starts or ends inside a round's burst and the figure depends on how
+/// tight the bursts are more than on the rate; twenty make that small.
+const ROUNDS: usize = 20;
+
 /// (c) A 200 ms provider with `k` calls in flight over `http`; steady jobs/s.
 async fn slow_provider(env: &Env, k: usize, rounds: usize, http: &str) -> f64 {
     let (url, fake) = fake(StatusCode::OK, Duration::from_millis(200)).await;
@@ -641,7 +646,7 @@ async fn main() {
             let mut rates = Vec::new();
             for _ in 0..sizes.runs {
                 let env = Env::new(QueueType::Quorum).await;
-                rates.push(slow_provider(&env, k, 5, http).await);
+                rates.push(slow_provider(&env, k, ROUNDS, http).await);
                 env.drop_all().await;
             }
             let ideal = k as f64 / 0.2;

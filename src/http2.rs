@@ -10,6 +10,7 @@
 
 use crate::provider::Provider;
 use bytes::{Bytes, BytesMut};
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use http_body_util::{BodyExt, Full};
 use hyper::{
     Request, Response,
@@ -22,7 +23,6 @@ use std::{sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpStream,
-    sync::Mutex,
 };
 use tokio_rustls::{
     TlsConnector,
@@ -105,20 +105,16 @@ impl Connector {
         })
     }
 
-    async fn open(&self) -> Result<Opened, CallError> {
+    /// Why an open failed is a connect error's text.
+    async fn open(&self) -> Result<Opened, String> {
         let address = format!("{}:{}", self.host, self.port);
         let tcp = tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect((self.host.as_str(), self.port)),
         )
         .await
-        .map_err(|_| {
-            CallError::Connect(format!(
-                "{address}: no connection within {:?}",
-                self.connect_timeout
-            ))
-        })?
-        .map_err(|e| CallError::Connect(format!("{address}: {e}")))?;
+        .map_err(|_| format!("{address}: no connection within {:?}", self.connect_timeout))?
+        .map_err(|e| format!("{address}: {e}"))?;
         // Small request frames must not wait for a delayed ACK.
         let _ = tcp.set_nodelay(true);
         let Some((tls, name)) = &self.tls else {
@@ -127,19 +123,19 @@ impl Connector {
         let stream = tokio::time::timeout(self.connect_timeout, tls.connect(name.clone(), tcp))
             .await
             .map_err(|_| {
-                CallError::Connect(format!(
+                format!(
                     "{address}: no TLS handshake within {:?}",
                     self.connect_timeout
-                ))
+                )
             })?
-            .map_err(|e| CallError::Connect(format!("{address}: TLS: {e}")))?;
+            .map_err(|e| format!("{address}: TLS: {e}"))?;
         if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Ok(Opened::Declined);
         }
         self.handshake(stream).await
     }
 
-    async fn handshake<T>(&self, io: T) -> Result<Opened, CallError>
+    async fn handshake<T>(&self, io: T) -> Result<Opened, String>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -150,7 +146,7 @@ impl Connector {
             .keep_alive_timeout(Duration::from_secs(10))
             .handshake(TokioIo::new(io))
             .await
-            .map_err(|e| CallError::Connect(chain(&e)))?;
+            .map_err(|e| chain(&e))?;
         let provider = self.provider;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -179,10 +175,27 @@ fn tls_config() -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// An open in progress, awaited by every call that needs it: all wake
+/// together when it ends, not one by one as behind a lock.
+type Opening = Shared<BoxFuture<'static, Result<Option<SendRequest<Body>>, String>>>;
+
+enum State {
+    Closed,
+    Opening(Opening),
+    Open(SendRequest<Body>),
+}
+
 /// One connection, opened on first use and again once it has closed.
-#[derive(Default)]
 pub struct Slot {
-    sender: Mutex<Option<SendRequest<Body>>>,
+    state: std::sync::Mutex<State>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Self {
+            state: std::sync::Mutex::new(State::Closed),
+        }
+    }
 }
 
 impl Slot {
@@ -191,13 +204,17 @@ impl Slot {
     /// closed under before it was sent goes once more on a new one.
     pub async fn call(
         &self,
-        connector: &Connector,
+        connector: &Arc<Connector>,
         request: impl Fn() -> Request<Body>,
     ) -> Result<Option<Reply>, CallError> {
         let mut retried = false;
         loop {
-            let Some(mut sender) = self.sender(connector).await? else {
-                return Ok(None);
+            let mut sender = match self.sender(connector) {
+                Ok(sender) => sender,
+                Err(opening) => match opening.await.map_err(CallError::Connect)? {
+                    Some(sender) => sender,
+                    None => return Ok(None),
+                },
             };
             match sender.try_send_request(request()).await {
                 Ok(response) => return read(response).await.map(Some),
@@ -207,27 +224,37 @@ impl Slot {
         }
     }
 
-    /// A sender on an open connection, opening one if needed; `None` if
-    /// the provider declined HTTP/2. Calls on this slot wait for one open.
-    async fn sender(&self, connector: &Connector) -> Result<Option<SendRequest<Body>>, CallError> {
-        let mut slot = self.sender.lock().await;
-        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(Some(sender.clone()));
+    /// The open connection's sender, or the open to wait for (started now
+    /// if none is under way).
+    fn sender(&self, connector: &Arc<Connector>) -> Result<SendRequest<Body>, Opening> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &*state {
+            State::Open(sender) if !sender.is_closed() => return Ok(sender.clone()),
+            State::Opening(opening) => match opening.peek() {
+                None => return Err(opening.clone()),
+                // Done: a failed or declined open is tried afresh.
+                Some(Ok(Some(sender))) if !sender.is_closed() => {
+                    let sender = sender.clone();
+                    *state = State::Open(sender.clone());
+                    return Ok(sender);
+                }
+                Some(_) => {}
+            },
+            _ => {}
         }
-        *slot = None;
-        // Boxed: TCP, TLS and handshake states are large and rare; inline
-        // they would grow every call's future by kilobytes.
-        match Box::pin(connector.open()).await? {
-            Opened::H2(sender) => Ok(Some(slot.insert(sender).clone())),
-            Opened::Declined => Ok(None),
+        let connector = Arc::clone(connector);
+        // Boxed: TCP, TLS and handshake states are large; inline they
+        // would grow every call's future by kilobytes.
+        let opening = async move {
+            match connector.open().await? {
+                Opened::H2(sender) => Ok(Some(sender)),
+                Opened::Declined => Ok(None),
+            }
         }
-    }
-
-    /// Whether a connection was opened and is still open.
-    pub fn is_open(&self) -> bool {
-        self.sender
-            .try_lock()
-            .is_ok_and(|s| s.as_ref().is_some_and(|s| !s.is_closed()))
+        .boxed()
+        .shared();
+        *state = State::Opening(opening.clone());
+        Err(opening)
     }
 }
 

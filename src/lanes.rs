@@ -18,9 +18,10 @@ use hyper::{
     Method, Request, Uri,
     header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT},
 };
+use hyper_util::client::proxy::matcher::Matcher;
 use std::{
     sync::{
-        OnceLock,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -90,7 +91,7 @@ enum Transport {
     Http1(reqwest::Client),
     Http2 {
         lanes: Box<[Lane]>,
-        connector: Connector,
+        connector: Arc<Connector>,
         /// Set once the provider has chosen HTTP/1.1 by ALPN.
         declined: AtomicBool,
         fallback: OnceLock<reqwest::Client>,
@@ -126,7 +127,14 @@ impl Lanes {
             HttpVersion::Http1 => false,
             HttpVersion::Http2 => true,
         };
-        let transport = if http2 {
+        // reqwest honours HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY;
+        // the HTTP/2 client here does not tunnel, so a provider reached
+        // through a proxy is spoken to in HTTP/1.1 through reqwest.
+        let proxied = Matcher::from_system().intercept(&uri).is_some();
+        if http2 && proxied {
+            tracing::info!(%provider, "a proxy is set for this provider: HTTP/1.1 through it");
+        }
+        let transport = if http2 && !proxied {
             Transport::Http2 {
                 lanes: (0..options.lanes())
                     .map(|_| Lane {
@@ -134,7 +142,7 @@ impl Lanes {
                         in_flight: AtomicUsize::new(0),
                     })
                     .collect(),
-                connector: Connector::new(provider, &url, options.connect_timeout())?,
+                connector: Arc::new(Connector::new(provider, &url, options.connect_timeout())?),
                 declined: AtomicBool::new(false),
                 fallback: OnceLock::new(),
             }

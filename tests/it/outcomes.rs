@@ -390,6 +390,16 @@ async fn http2_spreads_calls_over_a_connection_per_share_of_streams() {
             .all(|c| c.version == axum::http::Version::HTTP_2)
     );
     assert_eq!(sms.calls()[0].version, axum::http::Version::HTTP_2);
+    // The contract's request, whatever the version.
+    let bearer = format!("Bearer {EMAIL_KEY}");
+    assert!(calls.iter().all(|c| {
+        c.path == "/v1/email/send"
+            && c.authorization.as_deref() == Some(bearer.as_str())
+            && c.content_type.as_deref() == Some("application/json")
+            && c.body["to"]
+                .as_str()
+                .is_some_and(|to| to.ends_with("@example.com"))
+    }));
     // 20 calls at once, 5 per connection: 4 connections, not 1 and not 20.
     let max = email.max_in_flight();
     let connections: std::collections::HashSet<_> = calls.iter().map(|c| c.peer).collect();
@@ -586,4 +596,40 @@ async fn a_redirect_is_not_followed() {
         );
         env.cleanup().await;
     }
+}
+
+/// reqwest honours HTTP_PROXY and friends; the HTTP/2 client does not
+/// tunnel, so with a proxy set calls go through it in HTTP/1.1 even when
+/// HTTP/2 is asked for.
+#[tokio::test]
+async fn a_proxy_from_the_environment_is_used_even_with_http2() {
+    let env = TestEnv::new().await;
+    let proxy = FakeProvider::accepting().await;
+    // Nobody listens at the providers' own address: only the proxy answers.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut args = env.args(&proxy, &proxy);
+    for [flag, value] in [
+        ["--migosmtp-base-url", nowhere.as_str()],
+        ["--telnxo-base-url", nowhere.as_str()],
+        ["--migosmtp-api-key", EMAIL_KEY],
+        ["--telnxo-api-key", SMS_KEY],
+        ["--provider-http", "http2"],
+    ] {
+        set_arg(&mut args, flag, Some(value));
+    }
+    let worker = ChildWorker::start_with_env(args, &[("HTTP_PROXY", &proxy.url())]).await;
+    env.publish("email", &email_job("proxied", "p@example.com"))
+        .await;
+    let calls = proxy.wait_calls_to("p@example.com", 1).await;
+    worker.stop().await;
+    assert_eq!(calls[0].version, axum::http::Version::HTTP_11);
+    assert_eq!(calls[0].path, "/v1/email/send");
+    assert_eq!(
+        calls[0].authorization.as_deref(),
+        Some(&format!("Bearer {EMAIL_KEY}")[..])
+    );
+    assert!(env.rows().await.is_empty());
+    env.cleanup().await;
 }
