@@ -59,6 +59,12 @@ struct Fake {
 }
 
 async fn fake(status: StatusCode, delay: Duration) -> (String, Arc<Fake>) {
+    fake_on(status, delay, false).await
+}
+
+/// The fake, over TLS if `tls` (the test certificate for 127.0.0.1 in
+/// `tests/fixtures/tls`, offering h2 and http/1.1 by ALPN).
+async fn fake_on(status: StatusCode, delay: Duration, tls: bool) -> (String, Arc<Fake>) {
     let state = Arc::new(Fake {
         done: Mutex::new(Vec::with_capacity(100_000)),
         h2: Default::default(),
@@ -85,9 +91,51 @@ async fn fake(status: StatusCode, delay: Duration) -> (String, Arc<Fake>) {
         ))
         .with_state(Arc::clone(&state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, state)
+    let addr = listener.local_addr().unwrap();
+    if !tls {
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        return (format!("http://{addr}"), state);
+    }
+    let acceptor = tls_acceptor();
+    tokio::spawn(async move {
+        use hyper_util::{
+            rt::{TokioExecutor, TokioIo},
+            server::conn::auto,
+            service::TowerToHyperService,
+        };
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
+                    .await;
+            });
+        }
+    });
+    (format!("https://{addr}"), state)
+}
+
+const TLS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+
+fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls::{
+        ServerConfig,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    };
+    let certs = CertificateDer::pem_file_iter(format!("{TLS_DIR}/server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(format!("{TLS_DIR}/server.key")).unwrap();
+    let mut config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 impl Fake {
@@ -275,6 +323,8 @@ impl Env {
                     .ok()
                     .map(|v| ("MALLOC_ARENA_MAX", v)),
             )
+            // Trusts the test CA of the TLS fake.
+            .env("SSL_CERT_FILE", format!("{TLS_DIR}/ca.pem"))
             .args([
                 "run",
                 "--no-migrate",
@@ -450,7 +500,12 @@ async fn slow_provider(env: &Env, k: usize, rounds: usize, http: &str) -> f64 {
 /// (d) RSS idle, then the peak while `in_flight` calls wait on a 2 s
 /// provider, spoken to in `http` (`http1` or `http2`).
 async fn memory(env: &Env, in_flight: usize, http: &str) -> (f64, f64) {
-    let (url, fake) = fake(StatusCode::OK, Duration::from_secs(2)).await;
+    // `auto over TLS` is the default setting against an https provider.
+    let (tls, http) = match http.strip_suffix(" over TLS") {
+        Some(http) => (true, http),
+        None => (false, http),
+    };
+    let (url, fake) = fake_on(StatusCode::OK, Duration::from_secs(2), tls).await;
     let per_queue = in_flight / 2;
     let consumers = per_queue.div_ceil(1000);
     let worker = env
@@ -475,7 +530,7 @@ async fn memory(env: &Env, in_flight: usize, http: &str) -> (f64, f64) {
     }
     worker.stop().await;
     let h2 = fake.h2.load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(h2 > 0, http == "http2", "{h2} HTTP/2 calls with {http}");
+    assert_eq!(h2 > 0, http != "http1", "{h2} HTTP/2 calls with {http}");
     (idle, peak)
 }
 
@@ -665,7 +720,7 @@ async fn main() {
         for (n, http) in sizes
             .rss_in_flight
             .iter()
-            .flat_map(|&n| [(n, "http1"), (n, "http2")])
+            .flat_map(|&n| [(n, "http1"), (n, "http2"), (n, "auto over TLS")])
             .filter(|(_, h)| std::env::var("BENCH_HTTP").map_or(true, |v| v == *h))
         {
             let (mut idle, mut peak) = (Vec::new(), Vec::new());

@@ -99,8 +99,9 @@ async fn pump(
             () = shutdown.cancelled() => return Ok(()),
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    let pipeline = Arc::clone(pipeline);
-                    tracker.spawn(async move { pipeline.handle(channel, delivery).await });
+                    // Spawned as is: wrapped in an async block, the task
+                    // would hold the delivery twice.
+                    tracker.spawn(Arc::clone(pipeline).handle(channel, delivery));
                 }
                 Some(Err(e)) => return Err(Some(e.to_string())),
                 None => return Err(None),

@@ -118,7 +118,7 @@ impl Connector {
         // Small request frames must not wait for a delayed ACK.
         let _ = tcp.set_nodelay(true);
         let Some((tls, name)) = &self.tls else {
-            return self.handshake(tcp).await;
+            return self.handshake(Box::new(tcp)).await;
         };
         let stream = tokio::time::timeout(self.connect_timeout, tls.connect(name.clone(), tcp))
             .await
@@ -132,13 +132,13 @@ impl Connector {
         if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Ok(Opened::Declined);
         }
-        self.handshake(stream).await
+        self.handshake(Box::new(stream)).await
     }
 
-    async fn handshake<T>(&self, io: T) -> Result<Opened, String>
-    where
-        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    /// The stream is boxed because hyper stores it inline in a type it
+    /// also spawns once per call: a TLS stream there (~2 KiB of rustls
+    /// state) would cost every call in flight 2 KiB.
+    async fn handshake(&self, io: Box<dyn Io>) -> Result<Opened, String> {
         let (sender, connection) = Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             // Pings notice a dead connection before a call waits on it.
@@ -156,6 +156,11 @@ impl Connector {
         Ok(Opened::H2(sender))
     }
 }
+
+/// A connection's byte stream, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// The TLS client configuration reqwest would build: the process's crypto
 /// provider (aws-lc-rs unless one was installed) and the platform verifier.

@@ -54,7 +54,7 @@ impl Pipeline {
     }
 
     /// Takes one delivery from `channel`'s queue to its settled end.
-    pub async fn handle(&self, channel: Channel, delivery: AmqpDelivery) {
+    pub async fn handle(self: Arc<Self>, channel: Channel, delivery: AmqpDelivery) {
         let _in_flight = metrics::in_flight(channel);
         let decision = self.decide(channel, &delivery).await;
         let error_code = match &decision.settlement {
