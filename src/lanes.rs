@@ -1,7 +1,7 @@
 //! The HTTP connections to one provider.
 //!
 //! HTTP/1.1 needs a connection per call in flight, and each costs about
-//! 32 KiB here (hyper's buffers and dispatch channel); reqwest pools them.
+//! 30 KiB here (hyper's buffers and dispatch channel); reqwest pools them.
 //! HTTP/2 carries many calls on one connection, but a server caps the
 //! streams per connection (often 100 to 250), so calls are spread over
 //! lanes, each one connection ([`crate::http2`]). A lane is filled before
