@@ -205,8 +205,9 @@ impl Default for Slot {
 
 impl Slot {
     /// Sends `request()` on this slot's connection and reads the reply;
-    /// `Ok(None)` if the provider declined HTTP/2. A request the connection
-    /// closed under before it was sent goes once more on a new one.
+    /// `Ok(None)` if the provider declined HTTP/2. A request the provider
+    /// never processed (the connection closed before it was sent, the
+    /// stream refused, or past a graceful GOAWAY) goes once more at once.
     pub async fn call(
         &self,
         connector: &Arc<Connector>,
@@ -223,7 +224,9 @@ impl Slot {
             };
             match sender.try_send_request(request()).await {
                 Ok(response) => return read(response).await.map(Some),
-                Err(e) if !retried && e.message().is_some() => retried = true,
+                Err(e) if !retried && (e.message().is_some() || unprocessed(e.error())) => {
+                    retried = true;
+                }
                 Err(e) => return Err(CallError::Request(chain(&e.into_error()))),
             }
         }
@@ -284,6 +287,16 @@ async fn read(response: Response<Incoming>) -> Result<Reply, CallError> {
         retry_after,
         body: body.freeze(),
     })
+}
+
+/// Whether the server said it did not process the request: REFUSED_STREAM,
+/// or a graceful GOAWAY (RFC 9113, 8.7), so it is safe to send again.
+fn unprocessed(e: &hyper::Error) -> bool {
+    let Some(h2) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<h2::Error>()) else {
+        return false;
+    };
+    h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
 }
 
 /// An error and its sources on one line.

@@ -211,3 +211,71 @@ async fn http2_calls_survive_the_provider_dropping_its_connections() {
     assert_eq!(env.ready(&env.email_queue).await, 0);
     env.cleanup().await;
 }
+
+/// An HTTP/2 provider that refuses the first stream unprocessed
+/// (REFUSED_STREAM) and answers the rest 200; returns its URL and the
+/// streams it saw.
+async fn refusing_h2_provider() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let streams = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&streams);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                    if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let response = axum::http::Response::new(());
+                    if let Ok(mut body) = respond.send_response(response, false) {
+                        let _ = body.send_data(axum::body::Bytes::from_static(b"{}"), true);
+                    }
+                }
+            });
+        }
+    });
+    (url, streams)
+}
+
+/// A stream the provider refused unprocessed is sent again at once, as
+/// HTTP/2 allows: with one attempt allowed, the job is still sent, not
+/// dead-lettered.
+#[tokio::test]
+async fn a_stream_refused_unprocessed_is_sent_again_at_once() {
+    use std::sync::atomic::Ordering;
+    let env = TestEnv::new().await;
+    let (url, streams) = refusing_h2_provider().await;
+    let sms = FakeProvider::accepting().await;
+    let mut args = env.args(&sms, &sms);
+    for [flag, value] in [
+        ["--migosmtp-base-url", url.as_str()],
+        ["--migosmtp-api-key", EMAIL_KEY],
+        ["--telnxo-api-key", SMS_KEY],
+        ["--max-attempts", "1"],
+        ["--provider-http", "http2"],
+    ] {
+        set_arg(&mut args, flag, Some(value));
+    }
+    let worker = TestWorker::start(args).await;
+    env.publish("email", &email_job("refused", "r@example.com"))
+        .await;
+    eventually("the job sent", Duration::from_secs(20), || async {
+        (env.ready(&env.email_queue).await == 0 && streams.load(Ordering::SeqCst) >= 2)
+            .then_some(())
+    })
+    .await;
+    worker.stop().await;
+    assert_eq!(streams.load(Ordering::SeqCst), 2);
+    assert!(env.rows().await.is_empty(), "{:?}", env.rows().await);
+    env.cleanup().await;
+}
