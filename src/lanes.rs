@@ -9,7 +9,7 @@
 //! connection.
 
 use crate::{
-    http2::{Body, Connector, Reply, Slot},
+    http2::{Body, Connector, Reply, Slot, chain},
     provider::Provider,
 };
 use bytes::Bytes;
@@ -22,7 +22,7 @@ use hyper_util::client::proxy::matcher::Matcher;
 use std::{
     sync::{
         Arc, OnceLock,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -92,8 +92,8 @@ enum Transport {
     Http2 {
         lanes: Box<[Lane]>,
         connector: Arc<Connector>,
-        /// Set once the provider has chosen HTTP/1.1 by ALPN.
-        declined: AtomicBool,
+        /// Built once the provider has chosen HTTP/1.1 by ALPN, and used
+        /// for every call from then on.
         fallback: OnceLock<reqwest::Client>,
     },
 }
@@ -143,7 +143,6 @@ impl Lanes {
                     })
                     .collect(),
                 connector: Arc::new(Connector::new(provider, &url, options.connect_timeout())?),
-                declined: AtomicBool::new(false),
                 fallback: OnceLock::new(),
             }
         } else {
@@ -173,37 +172,34 @@ impl Lanes {
     /// POSTs `call` within the call timeout. `Err` holds why no response
     /// came, kind first (timeout, connect error, ...).
     pub async fn call(&self, call: &Call) -> Result<Reply, String> {
-        let (lanes, connector, declined, fallback) = match &self.transport {
+        let (lanes, connector, fallback) = match &self.transport {
             Transport::Http1(http) => return self.call_reqwest(http, call).await,
             Transport::Http2 {
                 lanes,
                 connector,
-                declined,
                 fallback,
-            } => (lanes, connector, declined, fallback),
+            } => (lanes, connector, fallback),
         };
-        if !declined.load(Ordering::Relaxed) {
-            let lane = take_lane(lanes, self.options.room());
-            let request = || self.request(call);
-            let sent =
-                tokio::time::timeout(self.options.timeout, lane.0.slot.call(connector, request));
-            match sent.await {
-                Ok(Ok(Some(reply))) => return Ok(reply),
-                Ok(Ok(None)) => {
-                    if !declined.swap(true, Ordering::Relaxed) {
-                        tracing::info!(provider = %self.provider, "provider declined HTTP/2 by ALPN; using HTTP/1.1");
-                    }
-                }
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(_) => {
-                    return Err(format!(
-                        "timeout: no response within {:?}",
-                        self.options.timeout
-                    ));
-                }
+        if let Some(http) = fallback.get() {
+            return self.call_reqwest(http, call).await;
+        }
+        let lane = take_lane(lanes, self.options.room());
+        let request = || self.request(call);
+        let sent = tokio::time::timeout(self.options.timeout, lane.0.slot.call(connector, request));
+        match sent.await {
+            Ok(Ok(Some(reply))) => return Ok(reply),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => {
+                return Err(format!(
+                    "timeout: no response within {:?}",
+                    self.options.timeout
+                ));
             }
         }
+        drop(lane);
         let http = fallback.get_or_init(|| {
+            tracing::info!(provider = %self.provider, "provider declined HTTP/2 by ALPN; using HTTP/1.1");
             // Options reqwest accepts for HTTP/1.1 (checked at start-up
             // only for HTTP/2's); should they fail here, reqwest's
             // defaults still talk HTTP/1.1.
@@ -303,13 +299,7 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "request error"
     };
-    let mut text = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
+    format!("{kind}: {}", chain(e))
 }
 
 #[cfg(test)]
