@@ -96,7 +96,7 @@ async fn fake_on(status: StatusCode, delay: Duration, tls: bool) -> (String, Arc
         tokio::spawn(async move { axum::serve(listener, app).await });
         return (format!("http://{addr}"), state);
     }
-    let acceptor = tls_acceptor();
+    let acceptor = tls::acceptor(&["h2", "http/1.1"]);
     tokio::spawn(async move {
         use hyper_util::{
             rt::{TokioExecutor, TokioIo},
@@ -118,25 +118,8 @@ async fn fake_on(status: StatusCode, delay: Duration, tls: bool) -> (String, Arc
     (format!("https://{addr}"), state)
 }
 
-const TLS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
-
-fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
-    use tokio_rustls::rustls::{
-        ServerConfig,
-        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-    };
-    let certs = CertificateDer::pem_file_iter(format!("{TLS_DIR}/server.pem"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(format!("{TLS_DIR}/server.key")).unwrap();
-    let mut config = ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
-}
+#[path = "../tests/common/tls.rs"]
+mod tls;
 
 impl Fake {
     fn count(&self) -> usize {
@@ -324,7 +307,7 @@ impl Env {
                     .map(|v| ("MALLOC_ARENA_MAX", v)),
             )
             // Trusts the test CA of the TLS fake.
-            .env("SSL_CERT_FILE", format!("{TLS_DIR}/ca.pem"))
+            .env("SSL_CERT_FILE", tls::CA)
             .args([
                 "run",
                 "--no-migrate",

@@ -339,17 +339,8 @@ async fn jobs_run_concurrently_up_to_the_prefetch_window() {
     let email = FakeProvider::start(|_| Reply::ok().after(Duration::from_millis(700))).await;
     let sms = FakeProvider::accepting().await;
     let worker = env.worker(&email, &sms, &["--prefetch", "16"]).await;
-    for i in 0..32 {
-        env.publish(
-            "email",
-            &email_job(&format!("c-{i}"), &format!("c{i}@example.com")),
-        )
-        .await;
-    }
-    eventually("32 calls", Duration::from_secs(30), || async {
-        (email.calls().len() >= 32).then_some(())
-    })
-    .await;
+    env.publish_emails("c", 32).await;
+    email.wait_calls(32).await;
     worker.stop().await;
     let max = email.max_in_flight();
     assert!(max > 8 && max <= 16, "calls in flight at once: {max}");
@@ -370,13 +361,7 @@ async fn http2_spreads_calls_over_a_connection_per_share_of_streams() {
         "5",
     ];
     let worker = env.worker(&email, &sms, &args).await;
-    for i in 0..20 {
-        env.publish(
-            "email",
-            &email_job(&format!("h2-{i}"), &format!("h{i}@example.com")),
-        )
-        .await;
-    }
+    env.publish_emails("h2", 20).await;
     env.publish("sms", &sms_job("h2-sms", "+15550001111")).await;
     eventually("21 calls", Duration::from_secs(30), || async {
         (email.calls().len() >= 20 && !sms.calls().is_empty()).then_some(())
@@ -416,17 +401,8 @@ async fn http1_takes_a_connection_per_call_in_flight() {
     let email = FakeProvider::start(|_| Reply::ok().after(Duration::from_millis(700))).await;
     let sms = FakeProvider::accepting().await;
     let worker = env.worker(&email, &sms, &["--prefetch", "8"]).await;
-    for i in 0..8 {
-        env.publish(
-            "email",
-            &email_job(&format!("h1-{i}"), &format!("h{i}@example.com")),
-        )
-        .await;
-    }
-    eventually("8 calls", Duration::from_secs(30), || async {
-        (email.calls().len() >= 8).then_some(())
-    })
-    .await;
+    env.publish_emails("h1", 8).await;
+    email.wait_calls(8).await;
     worker.stop().await;
     let calls = email.calls();
     assert!(
@@ -606,9 +582,7 @@ async fn a_proxy_from_the_environment_is_used_even_with_http2() {
     let env = TestEnv::new().await;
     let proxy = FakeProvider::accepting().await;
     // Nobody listens at the providers' own address: only the proxy answers.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let nowhere = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let nowhere = closed_url().await;
     let mut args = env.args(&proxy, &proxy);
     for [flag, value] in [
         ["--migosmtp-base-url", nowhere.as_str()],

@@ -126,9 +126,7 @@ async fn connect_errors_and_timeouts_are_transient_over_http2() {
 async fn transport_failures_are_transient(http: &str) {
     let env = TestEnv::new().await;
     // A port nobody listens on: connection refused on every call.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let closed_url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let closed_url = closed_url().await;
     let slow = FakeProvider::start(|_| Reply::ok().after(Duration::from_secs(5))).await;
     let email = FakeProvider::accepting().await;
     let mut args = env.args(&email, &slow);

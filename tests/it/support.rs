@@ -38,6 +38,9 @@ use std::{
 };
 use tokio_util::sync::CancellationToken;
 
+#[path = "../common/tls.rs"]
+mod tls;
+
 pub const EMAIL_KEY: &str = "mk_test_EMAILKEY_4f9a2c";
 pub const SMS_KEY: &str = "tk_test_SMSKEY_8b1d7e";
 pub const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -142,22 +145,7 @@ impl FakeProvider {
         alpn: &[&str],
         responder: impl Fn(&Call) -> Reply + Send + Sync + 'static,
     ) -> Self {
-        use tokio_rustls::rustls::{
-            ServerConfig,
-            pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-        };
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
-        let certs = CertificateDer::pem_file_iter(format!("{dir}/server.pem"))
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_file(format!("{dir}/server.key")).unwrap();
-        let mut config = ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
-        config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = tls::acceptor(alpn);
         Self::serve(Some(acceptor), responder).await
     }
 
@@ -228,7 +216,7 @@ impl FakeProvider {
     /// The CA file that makes [`FakeProvider::start_tls`]'s certificate
     /// trusted (through `SSL_CERT_FILE`).
     pub fn test_ca() -> &'static str {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem")
+        tls::CA
     }
 
     /// Answers 200 to everything.
@@ -255,6 +243,15 @@ impl FakeProvider {
 
     pub fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` calls have been answered; returns them all.
+    pub async fn wait_calls(&self, n: usize) -> Vec<Call> {
+        eventually(&format!("{n} calls"), Duration::from_secs(30), || async {
+            let calls = self.calls();
+            (calls.len() >= n).then_some(calls)
+        })
+        .await
     }
 
     /// Waits until a call for `to` has been answered `n` times.
@@ -316,6 +313,12 @@ async fn handle(
         response.headers_mut().insert(name, value.parse().unwrap());
     }
     response
+}
+
+/// A loopback URL nobody listens on: every connection is refused.
+pub async fn closed_url() -> String {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    format!("http://{}", closed.local_addr().unwrap())
 }
 
 /// A dead-letter row as tests read it.
@@ -459,6 +462,17 @@ impl TestEnv {
             set_arg(&mut args, pair[0], pair.get(1).copied());
         }
         TestWorker::start(args).await
+    }
+
+    /// Publishes `n` email jobs `{prefix}-{i}` to `{prefix}{i}@example.com`.
+    pub async fn publish_emails(&self, prefix: &str, n: usize) {
+        for i in 0..n {
+            let job = email_job(
+                &format!("{prefix}-{i}"),
+                &format!("{prefix}{i}@example.com"),
+            );
+            self.publish("email", &job).await;
+        }
     }
 
     pub async fn publish(&self, routing_key: &str, body: &[u8]) {
