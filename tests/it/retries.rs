@@ -277,3 +277,38 @@ async fn a_stream_refused_unprocessed_is_sent_again_at_once() {
     assert!(env.rows().await.is_empty(), "{:?}", env.rows().await);
     env.cleanup().await;
 }
+
+/// A provider whose certificate is not trusted: every call is a connect
+/// error naming the certificate, and the job ends as `retries_exhausted`.
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_connect_error() {
+    let env = TestEnv::new().await;
+    // No SSL_CERT_FILE for the worker: the test CA is not trusted.
+    let email = FakeProvider::start_tls(&["h2", "http/1.1"], |_| Reply::ok()).await;
+    let sms = FakeProvider::accepting().await;
+    let mut args = env.args(&email, &sms);
+    for [flag, value] in [
+        ["--migosmtp-api-key", EMAIL_KEY],
+        ["--telnxo-api-key", SMS_KEY],
+        ["--max-attempts", "1"],
+    ] {
+        set_arg(&mut args, flag, Some(value));
+    }
+    let worker = ChildWorker::start(args).await;
+    env.publish("email", &email_job("untrusted", "u@example.com"))
+        .await;
+    let rows = env.wait_rows(1).await;
+    worker.stop().await;
+    assert_eq!(
+        (rows[0].error_code.as_str(), rows[0].http_status),
+        ("retries_exhausted", None)
+    );
+    assert!(
+        rows[0].reason.contains("connect error") && rows[0].reason.contains("certificate"),
+        "{}",
+        rows[0].reason
+    );
+    assert!(email.calls().is_empty());
+    assert_eq!(env.ready(&env.email_queue).await, 0);
+    env.cleanup().await;
+}
