@@ -26,7 +26,7 @@ use lapin::{
     },
     types::FieldTable,
 };
-use notify_worker::broker::{QueueType, Topology, declare};
+use notify_worker::{QueueType, Topology, declare};
 use sqlx::PgPool;
 use std::{
     process::Stdio,

@@ -2,27 +2,24 @@
 //! server; keeping the broker session alive; taking it all down in order.
 
 use crate::{
-    admin::{self, BindError, Readiness},
-    configuration::WorkerConfig,
-    deadletter::{DeadLetterStore, StoreError},
-    gate::Gate,
-    keywatch, metrics,
-    process::{Pipeline, Route},
-    provider::Provider,
-    secret::redact_url,
-    session::{BrokerHealth, Session, SessionError},
-    writer::DeadLetterWriter,
+    WorkerConfig,
+    broker::{BrokerHealth, Session, SessionError, SessionPlan},
+    deadletter::{DeadLetterStore, DeadLetterWriter, StoreError},
+    domain::{Channel, Provider, redact_url},
+    ops::{
+        admin::{self, BindError, Readiness},
+        metrics::Metrics,
+    },
+    pipeline::{Pipeline, Route},
+    provider::{Gate, watch_key_file},
 };
-use lapin::uri::AMQPUri;
+use backon::{ExponentialBuilder, Retryable};
 use std::{
     net::SocketAddr,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-
-/// Longest wait between reconnection attempts.
-const RECONNECT_CAP: Duration = Duration::from_secs(2);
 
 /// Why the worker could not start: each names the thing at fault.
 #[derive(Debug, thiserror::Error)]
@@ -40,14 +37,35 @@ pub struct Worker {
     admin_addr: SocketAddr,
     shutdown: CancellationToken,
     session: Option<Session>,
+    plan: SessionPlan,
     pipeline: Arc<Pipeline>,
     health: Arc<BrokerHealth>,
-    amqp: AMQPUri,
-    amqp_redacted: String,
-    prefetch: u16,
     tracker: TaskTracker,
     drain_timeout: Duration,
     admin_task: tokio::task::JoinHandle<()>,
+}
+
+/// `/readyz`: broker connected, every consumer running, database answering.
+struct Ready {
+    health: Arc<BrokerHealth>,
+    store: DeadLetterStore,
+}
+
+impl Readiness for Ready {
+    async fn problems(&self) -> Vec<&'static str> {
+        let mut problems = Vec::new();
+        let (connected, consuming) = self.health.ready();
+        if !connected {
+            problems.push("broker disconnected");
+        }
+        if !consuming {
+            problems.push("consumers not running");
+        }
+        if !self.store.ping().await {
+            problems.push("database unreachable");
+        }
+        problems
+    }
 }
 
 impl Worker {
@@ -55,7 +73,8 @@ impl Worker {
     /// declares the topology, starts both consumers, the key watchers and
     /// the admin server. Any failure here ends start-up.
     pub async fn start(config: WorkerConfig) -> Result<Self, WorkerError> {
-        let metrics = metrics::handle();
+        let (metrics, rendered) = Metrics::new();
+        let metrics = Arc::new(metrics);
         let store =
             DeadLetterStore::connect(&config.database_url, &redact_url(&config.database_url))
                 .await?;
@@ -63,75 +82,70 @@ impl Worker {
             store.migrate().await?;
         }
         let shutdown = CancellationToken::new();
-        let route = |client: crate::provider::ProviderClient, provider: Provider| Route {
-            gate: Arc::new(Gate::new(provider, config.circuit)),
-            client,
-        };
+        let routes = config.clients.map(|client| {
+            let gate = Gate::new(client.provider(), config.pause, Arc::clone(&metrics));
+            Route {
+                client,
+                gate: Arc::new(gate),
+            }
+        });
+        let topology = &config.session.topology;
         let pipeline = Arc::new(Pipeline {
-            email: route(config.email, Provider::MigoSmtp),
-            sms: route(config.sms, Provider::Telnxo),
+            routes,
+            source_queues: Channel::ALL.map(|c| topology.queue(c).to_owned()),
             retry: config.retry,
             writer: DeadLetterWriter::spawn(store.clone()),
-            topology: config.topology.clone(),
             max_body_bytes: config.max_body_bytes,
             max_redeliveries: config.max_redeliveries,
+            metrics: Arc::clone(&metrics),
             shutdown: shutdown.clone(),
         });
         let tracker = TaskTracker::new();
         let health = Arc::new(BrokerHealth::new(config.consumers_per_queue));
-        let session = Session::open(
-            &config.amqp,
-            &config.amqp_redacted,
-            config.prefetch,
-            &pipeline,
-            &tracker,
-            &health,
-        )
-        .await?;
+        let session = Session::open(&config.session, &pipeline, &tracker, &health).await?;
 
-        let readiness = Readiness {
+        let ready = Arc::new(Ready {
             health: Arc::clone(&health),
             store,
+        });
+        let served = admin::serve(config.admin_addr, ready, rendered, shutdown.clone()).await;
+        let (admin_addr, admin_task) = match served {
+            Ok(served) => served,
+            Err(e) => {
+                shutdown.cancel();
+                session.close().await;
+                return Err(e.into());
+            }
         };
-        let (admin_addr, admin_task) =
-            match admin::serve(config.admin_addr, readiness, metrics, shutdown.clone()).await {
-                Ok(served) => served,
-                Err(e) => {
-                    shutdown.cancel();
-                    session.close().await;
-                    return Err(e.into());
-                }
-            };
-        for (file, route) in [
-            (config.email_key_file, &pipeline.email),
-            (config.sms_key_file, &pipeline.sms),
-        ] {
+        for (file, channel) in config.key_files.into_iter().zip(Channel::ALL) {
             if let Some(file) = file {
-                keywatch::spawn(
+                let route = pipeline.route(channel);
+                watch_key_file(
                     file,
                     config.key_poll,
                     route.client.clone(),
                     Arc::clone(&route.gate),
+                    Arc::clone(&metrics),
                     shutdown.clone(),
                 );
             }
         }
         tracing::info!(
             admin_addr = %admin_addr,
-            email_queue = %config.topology.email_queue,
-            sms_queue = %config.topology.sms_queue,
-            prefetch = config.prefetch,
+            email_queue = %topology.email_queue,
+            sms_queue = %topology.sms_queue,
+            prefetch = config.session.prefetch,
+            email_provider = %Provider::for_channel(Channel::Email),
+            sms_provider = %Provider::for_channel(Channel::Sms),
             "notify-worker consuming"
         );
         Ok(Self {
             admin_addr,
             shutdown,
             session: Some(session),
+            plan: config.session,
             pipeline,
             health,
-            amqp: config.amqp,
-            amqp_redacted: config.amqp_redacted,
-            prefetch: config.prefetch,
             tracker,
             drain_timeout: config.drain_timeout,
             admin_task,
@@ -175,7 +189,10 @@ impl Worker {
             if let Some(dead) = session.take() {
                 dead.close().await;
             }
-            session = self.reconnect().await;
+            session = tokio::select! {
+                opened = self.reconnect() => Some(opened?),
+                () = self.shutdown.cancelled() => None,
+            };
         }
         self.shutdown.cancel();
         self.tracker.close();
@@ -198,40 +215,34 @@ impl Worker {
         Ok(())
     }
 
-    /// Opens a new session with capped exponential backoff; `None` on shutdown.
-    async fn reconnect(&self) -> Option<Session> {
-        let mut wait = Duration::from_millis(100);
+    /// Opens a new session, with capped exponential backoff between tries,
+    /// for as long as it takes (the caller stops waiting on shutdown).
+    async fn reconnect(&self) -> Result<Session, SessionError> {
+        let backoff = ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(2))
+            .without_max_times();
         let mut failures = 0u32;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.shutdown.cancelled() => return None,
-            }
-            let opened = Session::open(
-                &self.amqp,
-                &self.amqp_redacted,
-                self.prefetch,
-                &self.pipeline,
-                &self.tracker,
-                &self.health,
-            )
+        let open = || Session::open(&self.plan, &self.pipeline, &self.tracker, &self.health);
+        // The first try waits too: the broker that just dropped us is
+        // rarely back at once.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let opened = open
+            .retry(backoff)
+            .notify(|e, _| {
+                failures += 1;
+                // Every attempt at debug; a reminder at warn now and then.
+                if failures % 10 == 1 {
+                    tracing::warn!(error = %e, failures, "broker still unreachable; retrying");
+                } else {
+                    tracing::debug!(error = %e, failures, "reconnect failed");
+                }
+            })
             .await;
-            match opened {
-                Ok(session) => {
-                    tracing::info!(failures, "broker session restored; consuming again");
-                    return Some(session);
-                }
-                Err(e) => {
-                    failures += 1;
-                    // Every attempt at debug; a reminder at warn now and then.
-                    if failures % 10 == 1 {
-                        tracing::warn!(error = %e, failures, "broker still unreachable; retrying");
-                    } else {
-                        tracing::debug!(error = %e, failures, "reconnect failed");
-                    }
-                    wait = (wait * 2).min(RECONNECT_CAP);
-                }
-            }
+        if opened.is_ok() {
+            tracing::info!(failures, "broker session restored; consuming again");
         }
+        // An error only if the schedule ended, which it does not.
+        opened
     }
 }

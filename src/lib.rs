@@ -2,35 +2,32 @@
 //! MigoSMTP and Telnxo HTTP APIs, retries what is transient, and writes what
 //! cannot succeed to a PostgreSQL dead-letter table.
 //!
-//! A job's path: [`consume`] → [`job`] (decode) → [`deliver`] with
-//! [`provider`] (send) and [`classify`] → [`settle`], composed in [`process`].
+//! A job's path: [`broker`] consumes it, [`pipeline`] decodes it
+//! ([`domain`]), sends it through [`provider`], classifies the answer and
+//! settles it: an ack, or a [`deadletter`] row and then an ack. [`app`]
+//! assembles the worker, [`ops`] runs it, [`cli`] is the command line.
+//!
+//! The public surface is what a Rust producer needs ([`Publisher`] and the
+//! job types, [`decode`] to check a job as the worker will) and what starts
+//! a worker in process ([`cli::Cli`], [`WorkerConfig`], [`Worker`]).
 
-pub mod admin;
-pub mod app;
-pub mod broker;
-pub mod circuit;
-pub mod classify;
+mod app;
+mod broker;
 pub mod cli;
-pub mod configuration;
-pub mod consume;
-pub mod deadletter;
-pub mod deliver;
-pub mod dlq;
-pub mod gate;
-pub mod http2;
-pub mod job;
-pub mod keywatch;
-pub mod lanes;
-pub mod metrics;
-pub mod nodelay;
-pub mod process;
-pub mod provider;
-pub mod publisher;
-pub mod retry;
-pub mod sandbox;
-pub mod secret;
-pub mod session;
-pub mod settle;
-pub mod shutdown;
-pub mod telemetry;
-pub mod writer;
+mod config;
+mod deadletter;
+mod domain;
+mod ops;
+mod pipeline;
+mod provider;
+
+pub use app::{Worker, WorkerError};
+pub use broker::{
+    BrokerError, NewEmail, NewJob, NewSms, PublishError, Publisher, QueueType, Topology, declare,
+};
+pub use config::{ConfigError, WorkerConfig};
+pub use domain::{
+    ApiKey, Channel, DEFAULT_MAX_BODY_BYTES, DecodeInput, EmailAddress, EmailJob, InvalidJob, Job,
+    JobId, KeyError, MAX_ID_CHARS, Message, PhoneNumber, Provider, SmsJob, Text, UnknownName,
+    decode,
+};

@@ -1,43 +1,25 @@
 //! `notify-worker dead-letters`: list, show, stats, replay, purge.
 
-use super::{print_rows, shorten};
+use super::{BodyLimit, BrokerArgs, DatabaseArgs};
 use crate::{
-    configuration::{BrokerArgs, DatabaseArgs},
-    deadletter::DeadLetterStore,
-    dlq::{self, Filter, When},
-    job::Channel,
-    publisher::Publisher,
-    secret::redact_url,
+    broker::Publisher,
+    deadletter::queries::{self, Filter, State, When},
+    domain::{Channel, Provider},
 };
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ChannelArg {
-    Email,
-    Sms,
-}
-
-impl From<ChannelArg> for Channel {
-    fn from(c: ChannelArg) -> Self {
-        match c {
-            ChannelArg::Email => Channel::Email,
-            ChannelArg::Sms => Channel::Sms,
-        }
-    }
-}
+use std::time::Duration;
 
 /// Which dead letters a command is about.
 #[derive(Debug, Clone, Args)]
 pub struct FilterArgs {
     #[arg(long, value_enum)]
-    pub channel: Option<ChannelArg>,
+    pub channel: Option<Channel>,
     /// Error code, e.g. invalid_api_key, retries_exhausted.
     #[arg(long)]
     pub code: Option<String>,
-    /// migosmtp or telnxo.
-    #[arg(long)]
-    pub provider: Option<String>,
+    #[arg(long, value_enum)]
+    pub provider: Option<Provider>,
     /// Failed at or after: a duration ago (2h, 30m, 7d) or a timestamp.
     #[arg(long)]
     pub since: Option<When>,
@@ -47,15 +29,15 @@ pub struct FilterArgs {
 }
 
 impl FilterArgs {
-    fn filter(&self, replayed: Option<bool>) -> Filter {
+    fn filter(&self, state: State) -> Filter {
         Filter {
             ids: Vec::new(),
-            channel: self.channel.map(Channel::from),
+            channel: self.channel,
             code: self.code.clone(),
-            provider: self.provider.clone(),
+            provider: self.provider,
             since: self.since.clone(),
             until: self.until.clone(),
-            replayed,
+            state,
         }
     }
 }
@@ -65,6 +47,16 @@ pub enum StateArg {
     Open,
     Replayed,
     All,
+}
+
+impl From<StateArg> for State {
+    fn from(s: StateArg) -> Self {
+        match s {
+            StateArg::Open => State::Open,
+            StateArg::Replayed => State::Replayed,
+            StateArg::All => State::Any,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +99,8 @@ pub enum DeadLetters {
         db: DatabaseArgs,
         #[command(flatten)]
         broker: BrokerArgs,
+        #[command(flatten)]
+        body: BodyLimit,
         /// Dead-letter ids (or use filters).
         ids: Vec<i64>,
         #[command(flatten)]
@@ -136,11 +130,10 @@ pub enum DeadLetters {
 }
 
 async fn pool(db: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
-    let store = DeadLetterStore::connect(&db.database_url, &redact_url(&db.database_url)).await?;
-    Ok(store.pool().clone())
+    Ok(db.store().await?.pool().clone())
 }
 
-pub async fn dead_letters(cmd: DeadLetters) -> anyhow::Result<()> {
+pub(crate) async fn run(cmd: DeadLetters) -> anyhow::Result<()> {
     match cmd {
         DeadLetters::List {
             db,
@@ -149,12 +142,8 @@ pub async fn dead_letters(cmd: DeadLetters) -> anyhow::Result<()> {
             limit,
             json,
         } => {
-            let replayed = match state {
-                StateArg::Open => Some(false),
-                StateArg::Replayed => Some(true),
-                StateArg::All => None,
-            };
-            let rows = dlq::list(&pool(&db).await?, &filter.filter(replayed), limit).await?;
+            let rows =
+                queries::list(&pool(&db).await?, &filter.filter(state.into()), limit).await?;
             let headers = [
                 "ID",
                 "FAILED_AT",
@@ -181,48 +170,15 @@ pub async fn dead_letters(cmd: DeadLetters) -> anyhow::Result<()> {
             })?;
         }
         DeadLetters::Show { db, id, json } => {
-            let d = dlq::show(&pool(&db).await?, id).await?;
+            let d = queries::show(&pool(&db).await?, id).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&d)?);
             } else {
-                let r = &d.row;
-                println!("id:                {}", r.id);
-                println!("job id:            {}", r.job_id);
-                println!("failed at:         {}", r.failed_at);
-                println!(
-                    "channel:           {} (queue {})",
-                    r.channel, d.source_queue
-                );
-                println!(
-                    "provider:          {}",
-                    r.provider.as_deref().unwrap_or("-")
-                );
-                println!("error code:        {}", r.error_code);
-                println!(
-                    "http status:       {}",
-                    r.http_status
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "-".into())
-                );
-                println!("attempts:          {}", r.attempts);
-                println!(
-                    "replayed at:       {}",
-                    d.replayed_at.as_deref().unwrap_or("-")
-                );
-                println!("reason and fix:    {}", r.reason);
-                println!(
-                    "provider response: {}",
-                    d.provider_response.as_deref().unwrap_or("-")
-                );
-                match (&d.payload, &d.raw_payload) {
-                    (Some(p), _) => println!("payload:\n{}", serde_json::to_string_pretty(p)?),
-                    (None, Some(raw)) => println!("raw payload (not JSON):\n{raw}"),
-                    _ => println!("payload: -"),
-                }
+                print_detail(&d)?;
             }
         }
         DeadLetters::Stats { db, filter, json } => {
-            let stats = dlq::stats(&pool(&db).await?, &filter.filter(None)).await?;
+            let stats = queries::stats(&pool(&db).await?, &filter.filter(State::Any)).await?;
             print_rows(
                 &stats,
                 json,
@@ -241,13 +197,14 @@ pub async fn dead_letters(cmd: DeadLetters) -> anyhow::Result<()> {
         DeadLetters::Replay {
             db,
             broker,
+            body,
             ids,
             filter,
             all,
             dry_run,
             rate,
         } => {
-            let mut f = filter.filter(Some(false));
+            let mut f = filter.filter(State::Open);
             f.ids = ids;
             if f.is_empty() && !all {
                 bail!(
@@ -256,7 +213,7 @@ pub async fn dead_letters(cmd: DeadLetters) -> anyhow::Result<()> {
             }
             let db = pool(&db).await?;
             if dry_run {
-                let (count, sample) = dlq::replay_preview(&db, &f).await?;
+                let (count, sample) = queries::replay_preview(&db, &f).await?;
                 println!("would replay {count} dead letter(s); sample:");
                 for r in sample {
                     println!(
@@ -270,11 +227,12 @@ pub async fn dead_letters(cmd: DeadLetters) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            let publisher = Publisher::connect(&broker.amqp_url, &broker.topology()?).await?;
-            let result = dlq::replay(&db, &publisher, &f, rate).await;
+            let publisher = Publisher::connect(&broker.amqp_url, &broker.topology()?)
+                .await?
+                .with_max_body_bytes(body.bytes());
+            let result = replay(&db, &publisher, &f, rate).await;
             publisher.close().await;
-            let done = result?;
-            println!("replayed {} dead letter(s)", done.published);
+            println!("replayed {} dead letter(s)", result?);
         }
         DeadLetters::Purge {
             db,
@@ -282,7 +240,13 @@ pub async fn dead_letters(cmd: DeadLetters) -> anyhow::Result<()> {
             filter,
             dry_run,
         } => {
-            let n = dlq::purge(&pool(&db).await?, &before, &filter.filter(None), dry_run).await?;
+            let n = queries::purge(
+                &pool(&db).await?,
+                &before,
+                &filter.filter(State::Any),
+                dry_run,
+            )
+            .await?;
             if dry_run {
                 println!("would delete {n} dead letter(s)");
             } else {
@@ -291,4 +255,123 @@ pub async fn dead_letters(cmd: DeadLetters) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Republishes the original payload of each open row `filter` names, one
+/// at a time: the row is locked, published with a confirm, marked
+/// `replayed_at`, and committed. A row is never published twice, even by
+/// two replays at once (the lock is taken with SKIP LOCKED); a crash between
+/// the confirm and the commit can publish it again on the next replay.
+/// Returns how many were replayed.
+async fn replay(
+    db: &sqlx::PgPool,
+    publisher: &Publisher,
+    filter: &Filter,
+    per_second: Option<f64>,
+) -> anyhow::Result<u64> {
+    let pace = per_second
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(1.0 / r));
+    let mut tick = pace.map(tokio::time::interval);
+    let (mut done, mut after) = (0, 0);
+    loop {
+        let mut tx = db.begin().await?;
+        let Some(row) = queries::lock_next_open(&mut tx, filter, after).await? else {
+            return Ok(done);
+        };
+        after = row.id;
+        if let Some(t) = tick.as_mut() {
+            t.tick().await;
+        }
+        publisher
+            .publish_raw(row.channel, &row.body(), Some(&row.job_id))
+            .await
+            .with_context(|| format!("replay of dead letter {}", row.id))?;
+        queries::mark_replayed(&mut tx, row.id).await?;
+        tx.commit().await?;
+        done += 1;
+    }
+}
+
+fn print_detail(d: &queries::Detail) -> anyhow::Result<()> {
+    let r = &d.row;
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    println!("id:                {}", r.id);
+    println!("job id:            {}", r.job_id);
+    println!("failed at:         {}", r.failed_at);
+    println!(
+        "channel:           {} (queue {})",
+        r.channel, d.source_queue
+    );
+    println!("provider:          {}", or_dash(r.provider.clone()));
+    println!("error code:        {}", r.error_code);
+    println!(
+        "http status:       {}",
+        or_dash(r.http_status.map(|s| s.to_string()))
+    );
+    println!("attempts:          {}", r.attempts);
+    println!("replayed at:       {}", or_dash(d.replayed_at.clone()));
+    println!("reason and fix:    {}", r.reason);
+    println!(
+        "provider response: {}",
+        or_dash(d.provider_response.clone())
+    );
+    match (&d.payload, &d.raw_payload) {
+        (Some(p), _) => println!("payload:\n{}", serde_json::to_string_pretty(p)?),
+        (None, Some(raw)) => println!("raw payload (not JSON):\n{}", String::from_utf8_lossy(raw)),
+        _ => println!("payload: -"),
+    }
+    Ok(())
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let cut: String = text.chars().take(max - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+/// One JSON object per line for scripts, or a table for people.
+fn print_rows<T: serde::Serialize>(
+    rows: &[T],
+    json: bool,
+    headers: &[&str],
+    cells: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        for row in rows {
+            println!("{}", serde_json::to_string(row)?);
+        }
+    } else {
+        let table: Vec<Vec<String>> = rows.iter().map(cells).collect();
+        print_table(headers, &table);
+    }
+    Ok(())
+}
+
+/// Prints left-aligned columns, two spaces apart.
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
 }

@@ -1,9 +1,7 @@
 //! `notify-worker enqueue`: publish jobs with publisher confirms.
 
-use crate::{
-    configuration::BrokerArgs,
-    publisher::{NewEmail, NewJob, NewSms, Publisher},
-};
+use super::{BodyLimit, BrokerArgs};
+use crate::broker::{NewEmail, NewJob, NewSms, Publisher};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use std::{io::BufRead, path::PathBuf};
@@ -12,6 +10,8 @@ use std::{io::BufRead, path::PathBuf};
 pub struct EnqueueArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub body: BodyLimit,
     #[command(subcommand)]
     pub job: Option<EnqueueJob>,
     /// Publish every job in this file: one JSON object per line, each with
@@ -49,7 +49,7 @@ pub enum EnqueueJob {
 }
 
 /// Publishes the jobs; `Ok(false)` when any was not confirmed.
-pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<bool> {
+pub(crate) async fn run(args: EnqueueArgs) -> anyhow::Result<bool> {
     let jobs: Vec<(String, anyhow::Result<NewJob>)> = match (args.job, &args.file) {
         (
             Some(EnqueueJob::Email {
@@ -95,7 +95,9 @@ pub async fn enqueue(args: EnqueueArgs) -> anyhow::Result<bool> {
         (None, Some(path)) => read_jobs(path)?,
         (None, None) => bail!("give a job (enqueue email ..., enqueue sms ...) or --file"),
     };
-    let publisher = Publisher::connect(&args.broker.amqp_url, &args.broker.topology()?).await?;
+    let publisher = Publisher::connect(&args.broker.amqp_url, &args.broker.topology()?)
+        .await?
+        .with_max_body_bytes(args.body.bytes());
     let (mut ok, mut failed) = (0u64, 0u64);
     for (where_, job) in jobs {
         let result = match job {

@@ -1,70 +1,223 @@
-//! The operator and producer subcommands: `dead-letters`, `enqueue`,
-//! `sandbox`, and `run --sandbox`. Parsing and printing here; the work is
-//! done in `dlq`, `publisher` and `sandbox`.
+//! The command line: the clap root, the settings several subcommands share,
+//! and each subcommand (`run`, `migrate`, `dead-letters`, `enqueue`,
+//! `sandbox`). Parsing and printing here; the work is done by the modules
+//! they call.
 
 mod dead_letters;
 mod enqueue;
-mod sandbox;
+mod run;
+pub mod sandbox;
 
-pub use dead_letters::{DeadLetters, dead_letters};
-pub use enqueue::{EnqueueArgs, EnqueueJob, enqueue};
-pub use sandbox::{SandboxArgs, attach_sandbox, sandbox};
+pub use dead_letters::DeadLetters;
+pub use enqueue::{EnqueueArgs, EnqueueJob};
+pub use run::RunArgs;
+pub use sandbox::SandboxArgs;
 
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        let cut: String = text.chars().take(max - 1).collect();
-        format!("{cut}…")
+use crate::{
+    ConfigError,
+    broker::{QueueType, Topology},
+    deadletter::DeadLetterStore,
+    domain::{DEFAULT_MAX_BODY_BYTES, redact_url},
+    ops::{
+        shutdown,
+        telemetry::{self, LogFormat},
+    },
+};
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a setting that cannot be used (as clap uses for bad flags).
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "notify-worker",
+    version,
+    about = "Delivers email and SMS jobs from RabbitMQ through MigoSMTP and Telnxo; failures go to PostgreSQL"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, env = "NOTIFY_LOG_FORMAT", value_name = "NOTIFY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter, in tracing's `EnvFilter` syntax.
+    #[arg(
+        long,
+        env = "NOTIFY_LOG_LEVEL",
+        value_name = "NOTIFY_LOG_LEVEL",
+        default_value = "info",
+        global = true
+    )]
+    pub log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume both queues and deliver jobs.
+    Run(Box<RunArgs>),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Read, replay and purge dead letters.
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+    /// Publish jobs, with publisher confirms.
+    Enqueue(Box<EnqueueArgs>),
+    /// Serve sandbox MigoSMTP and Telnxo APIs.
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL for the dead-letter table.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        hide_env_values = true,
+        hide_default_value = false
+    )]
+    pub database_url: String,
+}
+
+impl DatabaseArgs {
+    async fn store(&self) -> anyhow::Result<DeadLetterStore> {
+        let url = &self.database_url;
+        Ok(DeadLetterStore::connect(url, &redact_url(url)).await?)
     }
 }
 
-/// One JSON object per line for scripts, or a table for people.
-fn print_rows<T: serde::Serialize>(
-    rows: &[T],
-    json: bool,
-    headers: &[&str],
-    cells: impl Fn(&T) -> Vec<String>,
-) -> anyhow::Result<()> {
-    if json {
-        for row in rows {
-            println!("{}", serde_json::to_string(row)?);
-        }
-    } else {
-        let table: Vec<Vec<String>> = rows.iter().map(cells).collect();
-        print_table(headers, &table);
-    }
-    Ok(())
+/// Where the broker is and what the topology is called.
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// RabbitMQ URL.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        value_name = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+    /// Queue type used when declaring the queues.
+    #[arg(long, env = "NOTIFY_QUEUE_TYPE", value_name = "NOTIFY_QUEUE_TYPE", value_enum, default_value_t = QueueType::Quorum)]
+    pub queue_type: QueueType,
+    #[arg(
+        long,
+        env = "NOTIFY_EXCHANGE",
+        value_name = "NOTIFY_EXCHANGE",
+        default_value = "notifications"
+    )]
+    pub exchange: String,
+    #[arg(
+        long,
+        env = "NOTIFY_EMAIL_QUEUE",
+        value_name = "NOTIFY_EMAIL_QUEUE",
+        default_value = "notifications.email"
+    )]
+    pub email_queue: String,
+    #[arg(
+        long,
+        env = "NOTIFY_SMS_QUEUE",
+        value_name = "NOTIFY_SMS_QUEUE",
+        default_value = "notifications.sms"
+    )]
+    pub sms_queue: String,
 }
 
-/// Prints left-aligned columns, two spaces apart.
-fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
+impl BrokerArgs {
+    /// The topology these settings name, checked.
+    fn topology(&self) -> Result<Topology, ConfigError> {
+        for (setting, name) in [
+            ("NOTIFY_EXCHANGE", &self.exchange),
+            ("NOTIFY_EMAIL_QUEUE", &self.email_queue),
+            ("NOTIFY_SMS_QUEUE", &self.sms_queue),
+        ] {
+            if name.is_empty() || name.len() > 255 {
+                return Err(ConfigError::Invalid(format!(
+                    "{setting} must be 1 to 255 bytes long"
+                )));
             }
         }
-        println!("{}", out.trim_end());
-    };
-    line(headers.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        if self.email_queue == self.sms_queue {
+            return Err(ConfigError::Invalid(
+                "NOTIFY_EMAIL_QUEUE and NOTIFY_SMS_QUEUE must differ".into(),
+            ));
+        }
+        Ok(Topology {
+            exchange: self.exchange.clone(),
+            email_queue: self.email_queue.clone(),
+            sms_queue: self.sms_queue.clone(),
+            queue_type: self.queue_type,
+        })
     }
+}
+
+/// The largest job body: one setting for the worker, the publisher and
+/// the sandbox, so none of them accepts what another refuses.
+#[derive(Debug, Clone, Args)]
+pub struct BodyLimit {
+    /// Largest job body accepted, in bytes.
+    #[arg(long, env = "NOTIFY_MAX_BODY_BYTES", value_name = "NOTIFY_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES as u64, value_parser = clap::value_parser!(u64).range(2..=(128 * 1024 * 1024)))]
+    pub max_body_bytes: u64,
+}
+
+impl BodyLimit {
+    fn bytes(&self) -> usize {
+        // At most 128 MiB, by the parser's range.
+        usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX)
+    }
+}
+
+/// Runs the command `cli` names; the exit code says how it went.
+pub async fn execute(cli: Cli) -> ExitCode {
+    if let Err(e) = telemetry::init(cli.log_format, &cli.log_level) {
+        return fail(EXIT_CONFIG, &e);
+    }
+    match cli.command {
+        Command::Run(args) => run::run(*args).await,
+        Command::Migrate(db) => {
+            let migrated = async { Ok::<_, anyhow::Error>(db.store().await?.migrate().await?) };
+            match migrated.await {
+                Ok(()) => {
+                    tracing::info!("migrations applied");
+                    ExitCode::SUCCESS
+                }
+                // The store's errors already name their cause.
+                Err(e) => fail(1, &e),
+            }
+        }
+        Command::DeadLetters(cmd) => edge(dead_letters::run(cmd).await.map(|()| true)),
+        Command::Enqueue(args) => edge(enqueue::run(*args).await),
+        Command::Sandbox(args) => {
+            let stop = CancellationToken::new();
+            shutdown::cancel_on_signal(stop.clone());
+            edge(sandbox::run(args, stop).await.map(|()| true))
+        }
+    }
+}
+
+/// Exit 0 when all went well, 1 when the command says some of it failed or
+/// it failed as a whole (with one line on stderr).
+fn edge(result: anyhow::Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => fail(1, &format!("{e:#}")),
+    }
+}
+
+/// One clear line on stderr, then the exit code.
+fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("notify-worker: {error}");
+    ExitCode::from(code)
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::configuration::Cli;
+    use super::Cli;
     use clap::CommandFactory;
 
     #[test]

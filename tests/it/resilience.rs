@@ -2,7 +2,7 @@
 
 use crate::support::*;
 use lapin::options::{BasicGetOptions, BasicNackOptions};
-use notify_worker::broker::declare;
+use notify_worker::declare;
 use std::{
     io::Write,
     path::Path,
@@ -18,13 +18,6 @@ fn write_key(path: &Path, text: &str) {
     f.write_all(text.as_bytes()).unwrap();
     f.sync_all().unwrap();
     std::fs::rename(&tmp, path).unwrap();
-}
-
-async fn metric_line(worker: &ChildWorker, prefix: &str) -> Option<String> {
-    let (_, text) = worker.get("/metrics").await;
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .map(str::to_owned)
 }
 
 #[tokio::test]
@@ -54,7 +47,9 @@ async fn a_revoked_key_gives_one_dead_letter_pauses_its_channel_and_a_new_key_fi
     ] {
         set_arg(&mut args, flag, Some(value));
     }
-    let worker = ChildWorker::start(args).await;
+    let worker = TestWorker::start(args).await;
+    const PAUSED: &str = r#"notify_provider_paused{provider="migosmtp",reason="invalid_api_key"}"#;
+    assert_eq!(worker.metric(PAUSED).await, Some(0.0));
 
     for i in 0..5 {
         env.publish(
@@ -63,8 +58,7 @@ async fn a_revoked_key_gives_one_dead_letter_pauses_its_channel_and_a_new_key_fi
         )
         .await;
     }
-    let rows = env.wait_rows(1).await;
-    assert_eq!(rows[0].error_code, "invalid_api_key");
+    env.wait_rows(1).await;
     // The other channel goes on.
     for i in 0..3 {
         env.publish(
@@ -79,15 +73,7 @@ async fn a_revoked_key_gives_one_dead_letter_pauses_its_channel_and_a_new_key_fi
         || async { (sms.calls().len() == 3).then_some(()) },
     )
     .await;
-    let paused = eventually("pause in /metrics", Duration::from_secs(5), || async {
-        metric_line(
-            &worker,
-            r#"notify_provider_paused{provider="migosmtp",reason="invalid_api_key"}"#,
-        )
-        .await
-    })
-    .await;
-    assert!(paused.ends_with(" 1"), "{paused}");
+    worker.wait_metric(PAUSED, 1.0).await;
     let calls_during_pause = email.calls().len();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
@@ -130,15 +116,11 @@ async fn a_revoked_key_gives_one_dead_letter_pauses_its_channel_and_a_new_key_fi
         resumed_in < Duration::from_secs(3),
         "resumed after {resumed_in:?}"
     );
-    let line = metric_line(
-        &worker,
-        r#"notify_provider_paused{provider="migosmtp",reason="invalid_api_key"}"#,
-    )
-    .await
-    .unwrap();
-    assert!(line.ends_with(" 0"), "{line}");
+    assert_eq!(worker.metric(PAUSED).await, Some(0.0), "resumed");
     worker.stop().await;
-    assert_eq!(env.rows().await.len(), 1);
+    let rows = env.rows().await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].error_code, "invalid_api_key");
     assert_eq!(env.ready(&env.email_queue).await, 0);
     env.cleanup().await;
 }
@@ -215,7 +197,8 @@ async fn a_rotated_key_is_used_without_restart_and_a_malformed_one_is_refused() 
     sms.wait_calls_to("+919876500001", 1).await;
 
     write_key(&key_path, "two words\n");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    const REFUSED: &str = r#"notify_key_reloads_total{provider="telnxo",result="refused"}"#;
+    worker.wait_metric(REFUSED, 1.0).await;
     env.publish("sms", &sms_job("k-2", "+919876500002")).await;
     let c = sms.wait_calls_to("+919876500002", 1).await;
     assert_eq!(
@@ -225,13 +208,16 @@ async fn a_rotated_key_is_used_without_restart_and_a_malformed_one_is_refused() 
     );
 
     write_key(&key_path, "tk_test_NEXT_0042\n");
-    eventually("new key in use", Duration::from_secs(10), || async {
-        let to = format!("+91987650{:04}", fastrand_u16());
-        env.publish("sms", &sms_job(&to, &to)).await;
-        let c = sms.wait_calls_to(&to, 1).await;
-        (c[0].authorization.as_deref() == Some("Bearer tk_test_NEXT_0042")).then_some(())
-    })
-    .await;
+    const ROTATED: &str = r#"notify_key_reloads_total{provider="telnxo",result="rotated"}"#;
+    worker.wait_metric(ROTATED, 1.0).await;
+    env.publish("sms", &sms_job("k-3", "+919876500003")).await;
+    let c = sms.wait_calls_to("+919876500003", 1).await;
+    assert_eq!(
+        c[0].authorization.as_deref(),
+        Some("Bearer tk_test_NEXT_0042"),
+        "the rotated key is used from the next call"
+    );
+    assert_eq!(worker.metric(REFUSED).await, Some(1.0));
     worker.stop().await;
     assert!(
         env.rows().await.is_empty(),
@@ -239,10 +225,6 @@ async fn a_rotated_key_is_used_without_restart_and_a_malformed_one_is_refused() 
     );
     assert_eq!(env.ready(&env.sms_queue).await, 0);
     env.cleanup().await;
-}
-
-fn fastrand_u16() -> u16 {
-    (uuid::Uuid::new_v4().as_u128() % 10_000) as u16
 }
 
 #[tokio::test]
@@ -268,7 +250,7 @@ async fn the_outage_breaker_keeps_jobs_out_of_retries_exhausted_until_the_provid
     ] {
         set_arg(&mut args, flag, Some(value));
     }
-    let worker = ChildWorker::start(args).await;
+    let worker = TestWorker::start(args).await;
     for i in 0..20 {
         env.publish(
             "email",
@@ -276,20 +258,8 @@ async fn the_outage_breaker_keeps_jobs_out_of_retries_exhausted_until_the_provid
         )
         .await;
     }
-    let line = eventually(
-        "outage pause in /metrics",
-        Duration::from_secs(5),
-        || async {
-            metric_line(
-                &worker,
-                r#"notify_provider_paused{provider="migosmtp",reason="outage"}"#,
-            )
-            .await
-            .filter(|l| l.ends_with(" 1"))
-        },
-    )
-    .await;
-    assert!(line.ends_with(" 1"));
+    const OUTAGE: &str = r#"notify_provider_paused{provider="migosmtp",reason="outage"}"#;
+    worker.wait_metric(OUTAGE, 1.0).await;
     for i in 0..20 {
         email.wait_calls_to(&format!("o{i}@example.com"), 1).await;
     }
@@ -298,6 +268,7 @@ async fn the_outage_breaker_keeps_jobs_out_of_retries_exhausted_until_the_provid
         (sent >= 20).then_some(())
     })
     .await;
+    assert_eq!(worker.metric(OUTAGE).await, Some(0.0), "resumed");
     worker.stop().await;
     let failed = email.calls().iter().filter(|c| c.at < down_until).count();
     eprintln!(
@@ -340,16 +311,14 @@ async fn a_message_redelivered_too_often_is_dead_lettered_unsent() {
     let worker = env
         .worker(&email, &sms, &["--max-redeliveries", "10"])
         .await;
-    let rows = env.wait_rows(1).await;
+    env.wait_rows(1).await;
     worker.stop().await;
-    assert_eq!(
-        (rows[0].job_id.as_str(), rows[0].error_code.as_str()),
-        ("poison", "redelivery_limit")
-    );
+    let row = env.row("poison").await;
+    assert_eq!(row.error_code, "redelivery_limit");
     assert!(
-        rows[0].reason.contains("NOTIFY_MAX_REDELIVERIES"),
+        row.reason.contains("NOTIFY_MAX_REDELIVERIES"),
         "{}",
-        rows[0].reason
+        row.reason
     );
     assert!(sms.calls().is_empty(), "not sent again");
     assert_eq!(env.ready(&env.sms_queue).await, 0);

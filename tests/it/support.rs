@@ -22,11 +22,11 @@ use lapin::{
     types::FieldTable,
 };
 use notify_worker::{
-    app::Worker,
-    configuration::{Cli, Command, WorkerConfig},
+    Worker, WorkerConfig,
+    cli::{Cli, Command},
 };
 use serde_json::Value;
-use sqlx::{PgPool, Row, postgres::PgPoolOptions};
+use sqlx::{PgPool, postgres::PgPoolOptions};
 use std::{
     future::Future,
     net::SocketAddr,
@@ -322,7 +322,7 @@ pub async fn closed_url() -> String {
 }
 
 /// A dead-letter row as tests read it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DlRow {
     pub job_id: String,
     pub channel: String,
@@ -390,12 +390,12 @@ impl TestEnv {
     }
 
     /// This environment's topology, with quorum queues.
-    pub fn topology(&self) -> notify_worker::broker::Topology {
-        notify_worker::broker::Topology {
+    pub fn topology(&self) -> notify_worker::Topology {
+        notify_worker::Topology {
             exchange: self.exchange.clone(),
             email_queue: self.email_queue.clone(),
             sms_queue: self.sms_queue.clone(),
-            queue_type: notify_worker::broker::QueueType::Quorum,
+            queue_type: notify_worker::QueueType::Quorum,
         }
     }
 
@@ -527,29 +527,28 @@ impl TestEnv {
         q.message_count()
     }
 
+    /// Every dead-letter row, oldest first. A query that fails (no table,
+    /// no database) fails the test: it is never "no rows".
     pub async fn rows(&self) -> Vec<DlRow> {
-        let rows = sqlx::query(
+        sqlx::query_as(
             "SELECT job_id, channel, provider, error_code, reason, http_status, provider_response, \
              payload, raw_payload, attempts, source_queue FROM dead_letters ORDER BY id",
         )
         .fetch_all(&self.db)
         .await
-        .unwrap_or_default();
-        rows.into_iter()
-            .map(|r| DlRow {
-                job_id: r.get(0),
-                channel: r.get(1),
-                provider: r.get(2),
-                error_code: r.get(3),
-                reason: r.get(4),
-                http_status: r.get(5),
-                provider_response: r.get(6),
-                payload: r.get(7),
-                raw_payload: r.get(8),
-                attempts: r.get(9),
-                source_queue: r.get(10),
-            })
-            .collect()
+        .unwrap_or_else(|e| panic!("cannot read dead_letters: {e}"))
+    }
+
+    /// The row of `job_id`; fails the test unless there is exactly one.
+    pub async fn row(&self, job_id: &str) -> DlRow {
+        let mut rows: Vec<DlRow> = self
+            .rows()
+            .await
+            .into_iter()
+            .filter(|r| r.job_id == job_id)
+            .collect();
+        assert_eq!(rows.len(), 1, "rows for job {job_id}: {rows:?}");
+        rows.remove(0)
     }
 
     pub async fn wait_rows(&self, n: usize) -> Vec<DlRow> {
@@ -607,11 +606,65 @@ pub fn set_arg(args: &mut Vec<String>, flag: &str, value: Option<&str>) {
     }
 }
 
+/// The value of one series (`name{labels}` exactly) in a Prometheus text
+/// scrape, if the scrape has it.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// A worker's admin endpoints, in process or not: each worker has its own
+/// metrics, so what they show is this worker's alone.
+#[allow(async_fn_in_trait)] // test code: no Send bound needed
+pub trait Admin {
+    fn admin_url(&self) -> String;
+
+    /// Status and body of a GET; `(0, "")` when nothing answers.
+    async fn get(&self, path: &str) -> (u16, String) {
+        match reqwest::get(format!("{}{path}", self.admin_url())).await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    /// The current value of `series` in `/metrics`.
+    async fn metric(&self, series: &str) -> Option<f64> {
+        metric(&self.get("/metrics").await.1, series)
+    }
+
+    /// Waits until `series` reads at least `at_least`; returns the value.
+    async fn wait_metric(&self, series: &str, at_least: f64) -> f64 {
+        eventually(
+            &format!("{series} >= {at_least}"),
+            Duration::from_secs(20),
+            || async { self.metric(series).await.filter(|v| *v >= at_least) },
+        )
+        .await
+    }
+}
+
+impl Admin for TestWorker {
+    fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+}
+
+impl Admin for ChildWorker {
+    fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+}
+
 /// A worker running in this process.
 pub struct TestWorker {
     pub admin: SocketAddr,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), notify_worker::app::WorkerError>>,
+    task: tokio::task::JoinHandle<Result<(), notify_worker::WorkerError>>,
 }
 
 impl TestWorker {
@@ -635,13 +688,6 @@ impl TestWorker {
         }
     }
 
-    pub async fn get(&self, path: &str) -> (u16, String) {
-        let r = reqwest::get(format!("http://{}{path}", self.admin))
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
-
     /// Stops the worker gracefully and returns its result.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -652,8 +698,8 @@ impl TestWorker {
     }
 }
 
-/// The worker binary as a child process: its own metrics recorder, so
-/// metric values are its own (in-process workers share one recorder).
+/// The worker binary as a child process, for what only a process has:
+/// signals, exit codes, environment variables, its own output.
 pub struct ChildWorker {
     pub admin: String,
     child: tokio::process::Child,
@@ -688,13 +734,6 @@ impl ChildWorker {
         })
         .await;
         worker
-    }
-
-    pub async fn get(&self, path: &str) -> (u16, String) {
-        match reqwest::get(format!("http://{}{path}", self.admin)).await {
-            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-            Err(_) => (0, String::new()),
-        }
     }
 
     /// SIGTERM, then waits for a clean exit.

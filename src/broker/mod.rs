@@ -1,0 +1,12 @@
+//! RabbitMQ: the connection and its topology, a session that consumes both
+//! queues (and is replaced when it fails), the consumer of one queue, and
+//! the confirming publisher producers and operators use.
+
+mod consumer;
+mod publisher;
+mod session;
+mod topology;
+
+pub use publisher::{NewEmail, NewJob, NewSms, PublishError, Publisher};
+pub(crate) use session::{BrokerHealth, Session, SessionError, SessionPlan};
+pub use topology::{BrokerError, QueueType, Topology, declare};

@@ -1,0 +1,187 @@
+//! Publishing jobs, for Rust backends and for the `enqueue` and `replay`
+//! commands: persistent JSON with publisher confirms, checked by the
+//! worker's own decoder first, so nothing is published that the worker
+//! would refuse.
+
+use super::topology::{self, BrokerError, Topology};
+use crate::domain::{Channel, DEFAULT_MAX_BODY_BYTES, DecodeInput, decode, redact_url};
+use lapin::{
+    BasicProperties, Confirmation, Connection,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    uri::AMQPUri,
+};
+use serde::{Deserialize, Serialize};
+
+/// An email job as producers build it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEmail {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub html: String,
+}
+
+/// An SMS job as producers build it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewSms {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub message: String,
+}
+
+/// A job to publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "channel", rename_all = "lowercase")]
+pub enum NewJob {
+    Email(NewEmail),
+    Sms(NewSms),
+}
+
+impl NewJob {
+    pub fn channel(&self) -> Channel {
+        match self {
+            NewJob::Email(_) => Channel::Email,
+            NewJob::Sms(_) => Channel::Sms,
+        }
+    }
+
+    /// The message body: the job's fields without the `channel` tag.
+    pub fn body(&self) -> Vec<u8> {
+        let body = match self {
+            NewJob::Email(e) => serde_json::to_vec(e),
+            NewJob::Sms(s) => serde_json::to_vec(s),
+        };
+        // Serialising plain strings cannot fail.
+        body.unwrap_or_default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("AMQP_URL is not a valid AMQP URL: {0}")]
+    Url(String),
+    #[error("the worker would refuse this job: {0}")]
+    Invalid(String),
+    #[error("publish failed: {0}")]
+    Publish(String),
+    #[error("the broker did not confirm the message (nack)")]
+    Nacked,
+    #[error("unroutable: exchange `{exchange}` has no queue bound to `{routing_key}`")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+}
+
+/// A confirming publisher to the notifications exchange.
+pub struct Publisher {
+    connection: Connection,
+    channel: lapin::Channel,
+    exchange: String,
+    max_body_bytes: usize,
+}
+
+impl Publisher {
+    /// Connects and declares the topology (idempotent), so the first job
+    /// published is routable even before a worker has started.
+    pub async fn connect(amqp_url: &str, topology: &Topology) -> Result<Self, PublishError> {
+        let uri: AMQPUri = amqp_url
+            .parse()
+            .map_err(|_| PublishError::Url(redact_url(amqp_url)))?;
+        let connection = topology::connect(&uri, &redact_url(amqp_url)).await?;
+        topology::declare(&connection, topology).await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| PublishError::Publish(e.to_string()))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| PublishError::Publish(e.to_string()))?;
+        Ok(Self {
+            connection,
+            channel,
+            exchange: topology.exchange.clone(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        })
+    }
+
+    /// Refuses jobs over `max` bytes, as a worker with
+    /// `NOTIFY_MAX_BODY_BYTES=max` would (the default is the worker's).
+    pub fn with_max_body_bytes(mut self, max: usize) -> Self {
+        self.max_body_bytes = max;
+        self
+    }
+
+    /// Checks `job` with the worker's decoder, publishes it and waits for
+    /// the broker's confirm.
+    pub async fn publish(&self, job: &NewJob) -> Result<(), PublishError> {
+        let body = job.body();
+        let id = match job {
+            NewJob::Email(e) => e.id.as_deref(),
+            NewJob::Sms(s) => s.id.as_deref(),
+        };
+        decode(DecodeInput {
+            channel: job.channel(),
+            body: &body,
+            message_id: id,
+            max_bytes: self.max_body_bytes,
+        })
+        .map_err(|invalid| PublishError::Invalid(invalid.reason))?;
+        self.publish_raw(job.channel(), &body, id).await
+    }
+
+    /// Publishes `body` as is (a replayed payload), with `message_id` as the
+    /// AMQP property so an id-less job keeps its id.
+    pub async fn publish_raw(
+        &self,
+        channel: Channel,
+        body: &[u8],
+        message_id: Option<&str>,
+    ) -> Result<(), PublishError> {
+        let mut props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        if let Some(id) = message_id {
+            props = props.with_message_id(id.into());
+        }
+        let routing_key = channel.as_str();
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                props,
+            )
+            .await
+            .map_err(|e| PublishError::Publish(e.to_string()))?
+            .await
+            .map_err(|e| PublishError::Publish(e.to_string()))?;
+        match confirm {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable {
+                exchange: self.exchange.clone(),
+                routing_key: routing_key.to_owned(),
+            }),
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+            Confirmation::NotRequested => Err(PublishError::Publish("confirms not enabled".into())),
+        }
+    }
+
+    /// Closes channel and connection.
+    pub async fn close(self) {
+        let _ = self.channel.close(200, "done".into()).await;
+        let _ = self.connection.close(200, "done".into()).await;
+    }
+}

@@ -1,0 +1,295 @@
+//! `notify-worker run`: its settings, turned into a [`WorkerConfig`] whose
+//! errors name the setting at fault, and the command itself.
+
+use super::{BodyLimit, BrokerArgs, DatabaseArgs, EXIT_CONFIG, fail, sandbox};
+use crate::{
+    ConfigError, WorkerConfig,
+    app::Worker,
+    broker::SessionPlan,
+    domain::{ApiKey, Provider, redact_url},
+    ops::shutdown,
+    pipeline::RetryPolicy,
+    provider::{HttpOptions, HttpVersion, KeyFile, PausePolicy, ProviderClient},
+};
+use clap::Args;
+use lapin::uri::AMQPUri;
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Run against in-process sandbox providers with generated keys (local trial; no real provider is called).
+    #[arg(long, env = "NOTIFY_SANDBOX")]
+    pub sandbox: bool,
+    /// Do not apply migrations at start-up.
+    #[arg(long, env = "NOTIFY_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    #[arg(
+        long,
+        env = "MIGOSMTP_BASE_URL",
+        value_name = "MIGOSMTP_BASE_URL",
+        default_value = "https://api.migosmtp.com"
+    )]
+    pub migosmtp_base_url: String,
+    /// MigoSMTP API key (prefer MIGOSMTP_API_KEY_FILE).
+    #[arg(
+        long,
+        env = "MIGOSMTP_API_KEY",
+        value_name = "MIGOSMTP_API_KEY",
+        hide_env_values = true
+    )]
+    pub migosmtp_api_key: Option<String>,
+    /// File holding the MigoSMTP API key.
+    #[arg(
+        long,
+        env = "MIGOSMTP_API_KEY_FILE",
+        value_name = "MIGOSMTP_API_KEY_FILE"
+    )]
+    pub migosmtp_api_key_file: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "TELNXO_BASE_URL",
+        value_name = "TELNXO_BASE_URL",
+        default_value = "https://api.telnxo.com"
+    )]
+    pub telnxo_base_url: String,
+    /// Telnxo API key (prefer TELNXO_API_KEY_FILE).
+    #[arg(
+        long,
+        env = "TELNXO_API_KEY",
+        value_name = "TELNXO_API_KEY",
+        hide_env_values = true
+    )]
+    pub telnxo_api_key: Option<String>,
+    /// File holding the Telnxo API key.
+    #[arg(long, env = "TELNXO_API_KEY_FILE", value_name = "TELNXO_API_KEY_FILE")]
+    pub telnxo_api_key_file: Option<PathBuf>,
+
+    /// Provider calls per job before `retries_exhausted`.
+    #[arg(long, env = "NOTIFY_MAX_ATTEMPTS", value_name = "NOTIFY_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Backoff base, in milliseconds.
+    #[arg(long, env = "NOTIFY_RETRY_BASE_MS", value_name = "NOTIFY_RETRY_BASE_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_base_ms: u64,
+    /// Backoff cap, in milliseconds.
+    #[arg(long, env = "NOTIFY_RETRY_MAX_MS", value_name = "NOTIFY_RETRY_MAX_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retry_max_ms: u64,
+    /// Longest `Retry-After` obeyed, in milliseconds.
+    #[arg(
+        long,
+        env = "NOTIFY_RETRY_AFTER_MAX_MS",
+        value_name = "NOTIFY_RETRY_AFTER_MAX_MS",
+        default_value_t = 60_000
+    )]
+    pub retry_after_max_ms: u64,
+    /// Timeout of one provider call, in milliseconds.
+    #[arg(long, env = "NOTIFY_REQUEST_TIMEOUT_MS", value_name = "NOTIFY_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
+    /// Unacked deliveries per queue, so jobs processed concurrently per queue.
+    #[arg(long, env = "NOTIFY_PREFETCH", value_name = "NOTIFY_PREFETCH", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+    /// Pause of a provider after an auth failure, in seconds; 0 turns it off.
+    #[arg(
+        long,
+        env = "NOTIFY_AUTH_PAUSE_SECS",
+        value_name = "NOTIFY_AUTH_PAUSE_SECS",
+        default_value_t = 30
+    )]
+    pub auth_pause_secs: u64,
+    /// Admin HTTP address (/healthz, /readyz, /metrics).
+    #[arg(
+        long,
+        env = "NOTIFY_ADMIN_ADDR",
+        value_name = "NOTIFY_ADMIN_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub admin_addr: SocketAddr,
+    /// How long in-flight jobs may take to finish after SIGTERM, in seconds.
+    #[arg(
+        long,
+        env = "NOTIFY_DRAIN_TIMEOUT_SECS",
+        value_name = "NOTIFY_DRAIN_TIMEOUT_SECS",
+        default_value_t = 25
+    )]
+    pub drain_timeout_secs: u64,
+    #[command(flatten)]
+    pub body: BodyLimit,
+    /// AMQP heartbeat in seconds, unless AMQP_URL sets `heartbeat=`.
+    #[arg(long, env = "NOTIFY_HEARTBEAT_SECS", value_name = "NOTIFY_HEARTBEAT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub heartbeat_secs: u16,
+    /// Deliveries of one message (quorum `x-delivery-count`) beyond this are dead-lettered as `redelivery_limit`.
+    #[arg(
+        long,
+        env = "NOTIFY_MAX_REDELIVERIES",
+        value_name = "NOTIFY_MAX_REDELIVERIES",
+        default_value_t = 10
+    )]
+    pub max_redeliveries: u64,
+    /// Transient failures in a row that pause a provider (outage breaker); 0 turns it off.
+    #[arg(
+        long,
+        env = "NOTIFY_BREAKER_FAILURES",
+        value_name = "NOTIFY_BREAKER_FAILURES",
+        default_value_t = 20
+    )]
+    pub breaker_failures: u32,
+    /// How long the outage breaker pauses a provider before a probe, in seconds.
+    #[arg(long, env = "NOTIFY_BREAKER_COOLDOWN_SECS", value_name = "NOTIFY_BREAKER_COOLDOWN_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub breaker_cooldown_secs: u64,
+    /// Consumers (AMQP channels) per queue, each with NOTIFY_PREFETCH unacked
+    /// deliveries: jobs in flight per queue = consumers × prefetch.
+    #[arg(long, env = "NOTIFY_CONSUMERS_PER_QUEUE", value_name = "NOTIFY_CONSUMERS_PER_QUEUE", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub consumers_per_queue: u16,
+    /// HTTP version spoken to the providers. `auto` offers HTTP/2 by ALPN on
+    /// https (HTTP/1.1 if declined) and speaks HTTP/1.1 on plain http;
+    /// `http2` does the same on https and uses prior knowledge (h2c) on
+    /// plain http; `http1` never offers HTTP/2.
+    #[arg(long, env = "NOTIFY_PROVIDER_HTTP", value_name = "NOTIFY_PROVIDER_HTTP", value_enum, default_value_t = HttpVersion::Auto)]
+    pub provider_http: HttpVersion,
+    /// With HTTP/2, calls per connection: the worker opens up to
+    /// ⌈prefetch × consumers / this⌉ connections per provider, as needed.
+    /// Keep it at or below the provider's SETTINGS_MAX_CONCURRENT_STREAMS.
+    #[arg(long, env = "NOTIFY_HTTP2_STREAMS", value_name = "NOTIFY_HTTP2_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub http2_streams: u32,
+    /// How often key files are checked for a new key, in milliseconds.
+    #[arg(long, env = "NOTIFY_KEY_POLL_MS", value_name = "NOTIFY_KEY_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub key_poll_ms: u64,
+}
+
+impl TryFrom<RunArgs> for WorkerConfig {
+    type Error = ConfigError;
+
+    fn try_from(a: RunArgs) -> Result<Self, ConfigError> {
+        if a.retry_base_ms > a.retry_max_ms {
+            return Err(ConfigError::Invalid(format!(
+                "NOTIFY_RETRY_BASE_MS ({}) is above NOTIFY_RETRY_MAX_MS ({})",
+                a.retry_base_ms, a.retry_max_ms
+            )));
+        }
+        let topology = a.broker.topology()?;
+        let mut amqp: AMQPUri = a.broker.amqp_url.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "AMQP_URL is not a valid AMQP URL: {}",
+                redact_url(&a.broker.amqp_url)
+            ))
+        })?;
+        if amqp.query.heartbeat.is_none() {
+            amqp.query.heartbeat = Some(a.heartbeat_secs);
+        }
+        let http = HttpOptions {
+            timeout: Duration::from_millis(a.request_timeout_ms),
+            version: a.provider_http,
+            // Each provider serves one queue, so this bounds its calls.
+            max_in_flight: usize::from(a.prefetch) * usize::from(a.consumers_per_queue),
+            streams_per_connection: usize::try_from(a.http2_streams).unwrap_or(usize::MAX),
+        };
+        let email_key = load_key(
+            a.migosmtp_api_key.as_deref(),
+            a.migosmtp_api_key_file.as_deref(),
+            ["MIGOSMTP_API_KEY", "MIGOSMTP_API_KEY_FILE"],
+        )?;
+        let sms_key = load_key(
+            a.telnxo_api_key.as_deref(),
+            a.telnxo_api_key_file.as_deref(),
+            ["TELNXO_API_KEY", "TELNXO_API_KEY_FILE"],
+        )?;
+        let email = ProviderClient::new(
+            Provider::MigoSmtp,
+            &a.migosmtp_base_url,
+            "MIGOSMTP_BASE_URL",
+            email_key,
+            http,
+        )?;
+        let sms = ProviderClient::new(
+            Provider::Telnxo,
+            &a.telnxo_base_url,
+            "TELNXO_BASE_URL",
+            sms_key,
+            http,
+        )?;
+        let key_file =
+            |path: &Option<PathBuf>, setting| path.clone().map(|path| KeyFile { path, setting });
+        Ok(Self {
+            session: SessionPlan {
+                uri: amqp,
+                redacted: redact_url(&a.broker.amqp_url),
+                topology,
+                prefetch: a.prefetch,
+            },
+            key_files: [
+                key_file(&a.migosmtp_api_key_file, "MIGOSMTP_API_KEY_FILE"),
+                key_file(&a.telnxo_api_key_file, "TELNXO_API_KEY_FILE"),
+            ],
+            key_poll: Duration::from_millis(a.key_poll_ms),
+            pause: PausePolicy {
+                auth_pause: Duration::from_secs(a.auth_pause_secs),
+                outage_threshold: a.breaker_failures,
+                outage_cooldown: Duration::from_secs(a.breaker_cooldown_secs),
+            },
+            max_redeliveries: a.max_redeliveries,
+            database_url: a.database.database_url,
+            migrate: !a.no_migrate,
+            clients: [email, sms],
+            retry: RetryPolicy {
+                max_attempts: a.max_attempts,
+                base: Duration::from_millis(a.retry_base_ms),
+                cap: Duration::from_millis(a.retry_max_ms),
+                retry_after_cap: Duration::from_millis(a.retry_after_max_ms),
+            },
+            consumers_per_queue: usize::from(a.consumers_per_queue),
+            admin_addr: a.admin_addr,
+            drain_timeout: Duration::from_secs(a.drain_timeout_secs),
+            max_body_bytes: a.body.bytes(),
+        })
+    }
+}
+
+/// A key given directly or as a file (exactly one of the two settings).
+fn load_key(
+    value: Option<&str>,
+    file: Option<&std::path::Path>,
+    [setting, file_setting]: [&'static str; 2],
+) -> Result<ApiKey, ConfigError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigError::BothKeys { setting }),
+        (Some(v), None) => Ok(ApiKey::parse(v, setting)?),
+        (None, Some(path)) => Ok(ApiKey::from_file(path, file_setting)?),
+        (None, None) => Err(ConfigError::MissingKey { setting }),
+    }
+}
+
+/// Runs the worker until SIGTERM or SIGINT.
+pub(crate) async fn run(mut args: RunArgs) -> ExitCode {
+    let stop = CancellationToken::new();
+    if args.sandbox {
+        match sandbox::attach(&mut args, stop.clone()).await {
+            Ok(addr) => {
+                tracing::warn!(%addr, "sandbox mode: jobs go to in-process fake providers, not to MigoSMTP or Telnxo; request log at /_sandbox/requests")
+            }
+            Err(e) => return fail(1, &format!("{e:#}")),
+        }
+    }
+    let config = match WorkerConfig::try_from(args) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_CONFIG, &e),
+    };
+    let worker = match Worker::start(config).await {
+        Ok(w) => w,
+        Err(e) => return fail(1, &e),
+    };
+    shutdown::cancel_on_signal(worker.shutdown_token());
+    let result = worker.run().await;
+    stop.cancel();
+    match result {
+        Ok(()) => {
+            tracing::info!("notify-worker stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &e),
+    }
+}

@@ -1,0 +1,14 @@
+//! The dead-letter table: the row a failed job becomes, the store that
+//! inserts it, the writer that batches inserts, and the operators' queries.
+
+mod nodelay;
+pub(crate) mod queries;
+mod row;
+mod store;
+#[cfg(test)]
+mod testdb;
+mod writer;
+
+pub(crate) use row::{Body, DeadLetter};
+pub(crate) use store::{DeadLetterStore, StoreError};
+pub(crate) use writer::DeadLetterWriter;

@@ -1,0 +1,306 @@
+//! The worker's metrics. Each worker has its own Prometheus recorder (two
+//! workers in one process, as in tests, never mix their figures), and every
+//! series is registered once at start-up with all its label values: the hot
+//! path only bumps a handle, and `/metrics` shows every series from the
+//! first scrape, zeros included.
+//!
+//! Labels hold channels, providers, outcome classes and known error codes
+//! only: never a key, a recipient or a job id.
+
+use crate::domain::{Channel, ErrorCode, PauseReason, Provider};
+use metrics::{
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::{array, time::Duration};
+
+pub(crate) const JOBS: &str = "notify_jobs_total";
+pub(crate) const DEAD_LETTERS: &str = "notify_dead_letters_total";
+pub(crate) const RETRIES: &str = "notify_retries_total";
+pub(crate) const PROVIDER_DURATION: &str = "notify_provider_request_duration_seconds";
+pub(crate) const IN_FLIGHT: &str = "notify_jobs_in_flight";
+pub(crate) const DEAD_LETTER_WRITE_FAILURES: &str = "notify_dead_letter_write_failures_total";
+pub(crate) const PROVIDER_PAUSED: &str = "notify_provider_paused";
+pub(crate) const CONSUMERS_RUNNING: &str = "notify_consumers_running";
+pub(crate) const REDELIVERY_LIMIT: &str = "notify_redelivery_limit_total";
+pub(crate) const KEY_RELOADS: &str = "notify_key_reloads_total";
+
+/// How a job's delivery ended, as `notify_jobs_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Sent,
+    DeadLettered,
+    /// Given back to the broker (shutdown while waiting).
+    Requeued,
+    /// The ack could not be sent (channel gone): the broker redelivers.
+    Unacked,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 4] = [
+        Outcome::Sent,
+        Outcome::DeadLettered,
+        Outcome::Requeued,
+        Outcome::Unacked,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Requeued => "requeued",
+            Outcome::Unacked => "unacked",
+        }
+    }
+}
+
+/// What became of a key file's new content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyReload {
+    Rotated,
+    /// Read, but not a usable key: the old one stays.
+    Refused,
+    /// Could not be read: the old key stays.
+    Unreadable,
+}
+
+impl KeyReload {
+    const ALL: [KeyReload; 3] = [
+        KeyReload::Rotated,
+        KeyReload::Refused,
+        KeyReload::Unreadable,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyReload::Rotated => "rotated",
+            KeyReload::Refused => "refused",
+            KeyReload::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// `status_class` label values of the provider call histogram.
+const STATUS_CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other", "transport"];
+
+/// Every series the worker exports, registered once.
+pub(crate) struct Metrics {
+    jobs: [[Counter; Outcome::ALL.len()]; 2],
+    dead_letters: [[Counter; ErrorCode::LABELS.len()]; 2],
+    retries: [Counter; 2],
+    redelivery_limit: [Counter; 2],
+    in_flight: [Gauge; 2],
+    consumers_running: [Gauge; 2],
+    provider_duration: [[Histogram; STATUS_CLASSES.len()]; 2],
+    paused: [[Gauge; PauseReason::LABELS.len()]; 2],
+    write_failures: Counter,
+    key_reloads: [[Counter; KeyReload::ALL.len()]; 2],
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// A fresh recorder with every series registered at zero, and the
+    /// handle that renders it for `/metrics`.
+    pub(crate) fn new() -> (Self, PrometheusHandle) {
+        // Fails only for an empty bucket list; the default buckets would do.
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(PROVIDER_DURATION.to_owned()),
+                &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let metrics = metrics::with_local_recorder(&recorder, Self::register);
+        (metrics, handle)
+    }
+
+    fn register() -> Self {
+        describe_counter!(JOBS, "Jobs settled, by channel and outcome.");
+        describe_counter!(
+            DEAD_LETTERS,
+            "Dead-letter rows committed, by channel and error code."
+        );
+        describe_counter!(RETRIES, "Provider calls retried after a transient failure.");
+        describe_counter!(
+            REDELIVERY_LIMIT,
+            "Messages set aside for being delivered more than NOTIFY_MAX_REDELIVERIES times."
+        );
+        describe_gauge!(IN_FLIGHT, "Jobs taken from the queue and not yet settled.");
+        describe_gauge!(CONSUMERS_RUNNING, "Queue consumers running.");
+        describe_histogram!(
+            PROVIDER_DURATION,
+            Unit::Seconds,
+            "Duration of one provider call, by provider and status class."
+        );
+        describe_gauge!(
+            PROVIDER_PAUSED,
+            "1 while a provider is paused, labelled with why (an auth code or outage)."
+        );
+        describe_counter!(
+            DEAD_LETTER_WRITE_FAILURES,
+            "Failed dead-letter inserts; the job is held unacked and the insert retried."
+        );
+        describe_counter!(
+            KEY_RELOADS,
+            "Changes seen in a key file, by provider and result (rotated, refused, unreadable)."
+        );
+        let per_channel = |name: &'static str| {
+            array::from_fn(|c| counter!(name, "channel" => Channel::ALL[c].as_str()))
+        };
+        Self {
+            jobs: array::from_fn(|c| {
+                array::from_fn(
+                    |o| counter!(JOBS, "channel" => Channel::ALL[c].as_str(), "outcome" => Outcome::ALL[o].as_str()),
+                )
+            }),
+            dead_letters: array::from_fn(|c| {
+                array::from_fn(
+                    |e| counter!(DEAD_LETTERS, "channel" => Channel::ALL[c].as_str(), "error_code" => ErrorCode::LABELS[e]),
+                )
+            }),
+            retries: per_channel(RETRIES),
+            redelivery_limit: per_channel(REDELIVERY_LIMIT),
+            in_flight: array::from_fn(|c| gauge!(IN_FLIGHT, "channel" => Channel::ALL[c].as_str())),
+            consumers_running: array::from_fn(
+                |c| gauge!(CONSUMERS_RUNNING, "channel" => Channel::ALL[c].as_str()),
+            ),
+            provider_duration: array::from_fn(|p| {
+                array::from_fn(
+                    |s| histogram!(PROVIDER_DURATION, "provider" => Provider::ALL[p].as_str(), "status_class" => STATUS_CLASSES[s]),
+                )
+            }),
+            paused: array::from_fn(|p| {
+                array::from_fn(|r| {
+                    let gauge = gauge!(PROVIDER_PAUSED, "provider" => Provider::ALL[p].as_str(), "reason" => PauseReason::LABELS[r]);
+                    gauge.set(0.0);
+                    gauge
+                })
+            }),
+            write_failures: counter!(DEAD_LETTER_WRITE_FAILURES),
+            key_reloads: array::from_fn(|p| {
+                array::from_fn(
+                    |r| counter!(KEY_RELOADS, "provider" => Provider::ALL[p].as_str(), "result" => KeyReload::ALL[r].as_str()),
+                )
+            }),
+        }
+    }
+
+    pub(crate) fn job_settled(&self, channel: Channel, outcome: Outcome) {
+        self.jobs[channel.index()][outcome as usize].increment(1);
+    }
+
+    pub(crate) fn dead_lettered(&self, channel: Channel, code: &ErrorCode) {
+        self.dead_letters[channel.index()][code.label_index()].increment(1);
+    }
+
+    pub(crate) fn retried(&self, channel: Channel) {
+        self.retries[channel.index()].increment(1);
+    }
+
+    pub(crate) fn redelivery_limit(&self, channel: Channel) {
+        self.redelivery_limit[channel.index()].increment(1);
+    }
+
+    pub(crate) fn dead_letter_write_failed(&self) {
+        self.write_failures.increment(1);
+    }
+
+    pub(crate) fn key_reload(&self, provider: Provider, result: KeyReload) {
+        self.key_reloads[provider.index()][result as usize].increment(1);
+    }
+
+    /// One provider call; `status` is `None` when no response came.
+    pub(crate) fn provider_call(&self, provider: Provider, status: Option<u16>, took: Duration) {
+        let class = match status {
+            Some(s @ 100..=599) => usize::from(s / 100 - 1),
+            Some(_) => 5,
+            None => 6,
+        };
+        self.provider_duration[provider.index()][class].record(took.as_secs_f64());
+    }
+
+    /// 1 on the series of `reason` (0 on every other reason of `provider`),
+    /// or 0 on all of them when `None`.
+    pub(crate) fn set_paused(&self, provider: Provider, reason: Option<&PauseReason>) {
+        let current = reason.map(PauseReason::label_index);
+        for (i, gauge) in self.paused[provider.index()].iter().enumerate() {
+            gauge.set(if Some(i) == current { 1.0 } else { 0.0 });
+        }
+    }
+
+    /// Counts a job in flight for as long as the guard lives.
+    pub(crate) fn in_flight(&self, channel: Channel) -> Held {
+        Held::new(&self.in_flight[channel.index()])
+    }
+
+    /// Counts a running consumer for as long as the guard lives.
+    pub(crate) fn consumer_running(&self, channel: Channel) -> Held {
+        Held::new(&self.consumers_running[channel.index()])
+    }
+}
+
+/// Holds a gauge one higher for as long as it lives.
+pub(crate) struct Held(Gauge);
+
+impl Held {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ProviderCode;
+
+    #[test]
+    fn each_worker_has_its_own_series_all_present_from_the_start() {
+        let (a, text_a) = Metrics::new();
+        let (_b, text_b) = Metrics::new();
+        a.job_settled(Channel::Sms, Outcome::Sent);
+        a.dead_lettered(
+            Channel::Email,
+            &ErrorCode::Provider(ProviderCode::parse("user 42 key sk_live_x").unwrap()),
+        );
+        let reason = PauseReason::Auth(ProviderCode::parse("invalid_api_key").unwrap());
+        a.set_paused(Provider::MigoSmtp, Some(&reason));
+        let a = text_a.render();
+        assert!(
+            a.contains(r#"notify_jobs_total{channel="sms",outcome="sent"} 1"#),
+            "{a}"
+        );
+        assert!(a.contains(r#"notify_dead_letters_total{channel="email",error_code="other"} 1"#));
+        assert!(
+            !a.contains("sk_live_x"),
+            "free-text codes never become labels"
+        );
+        assert!(
+            a.contains(r#"notify_provider_paused{provider="migosmtp",reason="invalid_api_key"} 1"#)
+        );
+        assert!(a.contains(r#"notify_provider_paused{provider="migosmtp",reason="outage"} 0"#));
+        assert!(a.contains("# HELP notify_jobs_total"));
+        // The other worker saw none of it, yet shows every series at zero.
+        let b = text_b.render();
+        assert!(
+            b.contains(r#"notify_jobs_total{channel="sms",outcome="sent"} 0"#),
+            "{b}"
+        );
+        assert!(
+            b.contains(r#"notify_provider_paused{provider="migosmtp",reason="invalid_api_key"} 0"#)
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! Running the worker in production: the admin HTTP server, metrics,
+//! logging and the shutdown signal.
+
+pub(crate) mod admin;
+pub(crate) mod metrics;
+pub(crate) mod shutdown;
+pub(crate) mod telemetry;

@@ -1,0 +1,146 @@
+//! Sending one job: provider calls, classified, retried while transient.
+
+use super::{Route, retry::RetryPolicy};
+use crate::{
+    domain::{Class, ErrorCode, Job, classify, error_code, error_message},
+    ops::metrics::Metrics,
+    provider::{Answer, Attempt, Verdict},
+};
+use tokio_util::sync::CancellationToken;
+
+/// How the sending of one job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sending {
+    Sent {
+        attempts: u32,
+        status: u16,
+    },
+    Failed(Failure),
+    /// Shutdown came while waiting to retry: the job goes back to the queue.
+    Abandoned {
+        attempts: u32,
+    },
+}
+
+/// What a dead-letter row needs from the sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) error_code: ErrorCode,
+    pub(crate) reason: String,
+    pub(crate) http_status: Option<u16>,
+    pub(crate) provider_response: Option<String>,
+    pub(crate) attempts: u32,
+}
+
+impl Failure {
+    /// A failure found before any provider call.
+    pub(crate) fn unsent(error_code: ErrorCode, reason: String) -> Self {
+        Self {
+            error_code,
+            reason,
+            http_status: None,
+            provider_response: None,
+            attempts: 0,
+        }
+    }
+}
+
+/// Sends `job` through `route`, retrying transient failures per `policy`,
+/// each call admitted by the provider's gate (paused providers are not
+/// called). Waits end early on `shutdown`, so draining is not held up.
+pub(crate) async fn deliver(
+    job: &Job,
+    route: &Route,
+    policy: &RetryPolicy,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Sending {
+    let channel = job.channel();
+    let provider = route.client.provider();
+    let mut schedule = policy.schedule();
+    let mut attempts = 0;
+    loop {
+        let Some(permit) = route.gate.admit(shutdown).await else {
+            return Sending::Abandoned { attempts };
+        };
+        attempts += 1;
+        let (answer, took) = route.client.send(&job.message).await;
+        let (status, retry_after, body, no_response) = match answer {
+            Answer::Http {
+                status,
+                retry_after,
+                body,
+            } => (Some(status), retry_after, body, None),
+            Answer::NoResponse(error) => (None, None, String::new(), Some(error)),
+        };
+        metrics.provider_call(provider, status, took);
+        let class = status.map_or(Class::Transient, |s| classify(s, &body));
+        let (attempt, fix) = match &class {
+            Class::Sent | Class::Rejected { .. } => (Attempt::Answered, None),
+            Class::AuthFailure { code, reason } => {
+                (Attempt::Auth(code.clone()), Some(reason.as_str()))
+            }
+            Class::Transient => (Attempt::Transient, None),
+        };
+        let verdict = route.gate.record(permit, attempt, fix);
+        if verdict == Verdict::Hold {
+            // Paused by another job's auth failure: wait out the pause.
+            continue;
+        }
+        let failed = |error_code, reason| {
+            Sending::Failed(Failure {
+                error_code,
+                reason,
+                http_status: status,
+                provider_response: status.map(|_| body.clone()),
+                attempts,
+            })
+        };
+        match class {
+            Class::Sent => {
+                return Sending::Sent {
+                    attempts,
+                    status: status.unwrap_or_default(),
+                };
+            }
+            Class::AuthFailure { code, reason } => {
+                return failed(ErrorCode::Provider(code), reason);
+            }
+            Class::Rejected { code } => {
+                let s = status.unwrap_or_default();
+                let detail = match (code, error_message(&body)) {
+                    (Some(c), Some(m)) => format!(" {c}: {m}"),
+                    (Some(c), None) => format!(" {c}"),
+                    (None, Some(m)) => format!(": {m}"),
+                    (None, None) => String::new(),
+                };
+                let reason = format!(
+                    "{provider} refused the job with HTTP {s}{detail}; the job itself must be fixed"
+                );
+                return failed(ErrorCode::Rejected, reason);
+            }
+            Class::Transient => {}
+        }
+        let counts = verdict != (Verdict::Retry { counts: false });
+        let Some(wait) = schedule.next(retry_after, counts) else {
+            let last = match (&no_response, status) {
+                (Some(error), _) => error.clone(),
+                (None, Some(s)) => match error_code(&body) {
+                    Some(code) => format!("HTTP {s} {code}"),
+                    None => format!("HTTP {s}"),
+                },
+                (None, None) => "no response".into(),
+            };
+            let reason = format!(
+                "{provider} failed {attempts} times in a row, giving up; last: {last}. Fix: check the provider's status and the network path to it, then replay"
+            );
+            return failed(ErrorCode::RetriesExhausted, reason);
+        };
+        metrics.retried(channel);
+        tracing::debug!(job_id = %job.id, %channel, attempts, ?status, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "transient failure, will retry");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return Sending::Abandoned { attempts },
+        }
+    }
+}

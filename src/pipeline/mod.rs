@@ -1,0 +1,214 @@
+//! One job's path, from the delivery the consumer hands over to its ack:
+//! decode ([`crate::domain::decode`]), send and classify ([`deliver`], with
+//! its [`retry`] policy), settle ([`settle`]), then one log line.
+
+mod deliver;
+mod retry;
+mod settle;
+
+pub(crate) use retry::RetryPolicy;
+
+use crate::{
+    deadletter::{Body, DeadLetter, DeadLetterWriter},
+    domain::{Channel, DecodeInput, ErrorCode, JobId, Provider, decode},
+    ops::metrics::Metrics,
+    provider::{Gate, ProviderClient},
+};
+use deliver::{Failure, Sending, deliver};
+use lapin::{message::Delivery, types::AMQPValue};
+use settle::{Settled, Settlement, settle};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// A provider's client and the gate its calls pass.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) client: ProviderClient,
+    pub(crate) gate: Arc<Gate>,
+}
+
+/// Everything a delivery needs, shared by all of them.
+#[derive(Debug)]
+pub(crate) struct Pipeline {
+    /// Per channel, email's first.
+    pub(crate) routes: [Route; 2],
+    /// The queue each channel is consumed from, for the rows.
+    pub(crate) source_queues: [String; 2],
+    pub(crate) retry: RetryPolicy,
+    pub(crate) writer: DeadLetterWriter,
+    pub(crate) max_body_bytes: usize,
+    /// Deliveries of one message beyond this are dead-lettered unsent.
+    pub(crate) max_redeliveries: u64,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// The outcome of one delivery before it is settled.
+struct Decision {
+    job_id: JobId,
+    settlement: Settlement,
+    attempts: u32,
+    status: Option<u16>,
+}
+
+impl Pipeline {
+    pub(crate) fn route(&self, channel: Channel) -> &Route {
+        &self.routes[channel.index()]
+    }
+
+    /// Takes one delivery from `channel`'s queue to its settled end.
+    pub(crate) async fn handle(self: Arc<Self>, channel: Channel, delivery: Delivery) {
+        let _in_flight = self.metrics.in_flight(channel);
+        let decision = self.decide(channel, &delivery).await;
+        let error_code = match &decision.settlement {
+            Settlement::DeadLetter(row) => Some(row.error_code.clone()),
+            _ => None,
+        };
+        let settled = settle(
+            decision.settlement,
+            &delivery.acker,
+            &self.writer,
+            &self.metrics,
+            &self.shutdown,
+        )
+        .await;
+        let outcome = settled.outcome();
+        self.metrics.job_settled(channel, outcome);
+        if let (Settled::DeadLettered { .. }, Some(code)) = (settled, &error_code) {
+            self.metrics.dead_lettered(channel, code);
+        }
+        tracing::info!(
+            job_id = %decision.job_id,
+            %channel,
+            outcome = outcome.as_str(),
+            attempts = decision.attempts,
+            status = decision.status,
+            error_code = error_code.as_ref().map(ErrorCode::as_str),
+            new_row = matches!(settled, Settled::DeadLettered { new_row: true }),
+            redelivered = delivery.redelivered,
+            "job settled"
+        );
+    }
+
+    async fn decide(&self, channel: Channel, delivery: &Delivery) -> Decision {
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str());
+        let decoded = decode(DecodeInput {
+            channel,
+            body: &delivery.data,
+            message_id,
+            max_bytes: self.max_body_bytes,
+        });
+        let job = match decoded {
+            Ok(job) => job,
+            Err(invalid) => {
+                let reason = format!(
+                    "invalid job: {}. Fix: correct the producer (see schemas/), then publish again",
+                    invalid.reason
+                );
+                let failure = Failure::unsent(ErrorCode::InvalidJob, reason);
+                let row = self.row(channel, delivery, &invalid.job_id, invalid.payload, failure);
+                return Decision::unsent(invalid.job_id, row);
+            }
+        };
+        if let Some(count) = delivery_count(delivery).filter(|c| *c > self.max_redeliveries) {
+            // Something about this message kills or stalls workers: set it
+            // aside instead of trying it again.
+            self.metrics.redelivery_limit(channel);
+            let reason = format!(
+                "delivered {count} times, over NOTIFY_MAX_REDELIVERIES ({}): earlier deliveries never settled (worker crash or stall?); inspect, then replay",
+                self.max_redeliveries
+            );
+            let failure = Failure::unsent(ErrorCode::RedeliveryLimit, reason);
+            let row = self.row(channel, delivery, &job.id, reparse(delivery), failure);
+            return Decision::unsent(job.id, row);
+        }
+        let sending = deliver(
+            &job,
+            self.route(channel),
+            &self.retry,
+            &self.metrics,
+            &self.shutdown,
+        )
+        .await;
+        let (settlement, attempts, status) = match sending {
+            Sending::Sent { attempts, status } => (Settlement::Ack, attempts, Some(status)),
+            Sending::Abandoned { attempts } => (Settlement::Requeue, attempts, None),
+            Sending::Failed(failure) => {
+                let (attempts, status) = (failure.attempts, failure.http_status);
+                let row = self.row(channel, delivery, &job.id, reparse(delivery), failure);
+                (Settlement::DeadLetter(row), attempts, status)
+            }
+        };
+        Decision {
+            job_id: job.id,
+            settlement,
+            attempts,
+            status,
+        }
+    }
+
+    /// The one place a dead-letter row is built.
+    fn row(
+        &self,
+        channel: Channel,
+        delivery: &Delivery,
+        job_id: &JobId,
+        payload: Option<serde_json::Value>,
+        failure: Failure,
+    ) -> Box<DeadLetter> {
+        // An oversize body is stored only up to the limit.
+        let raw = &delivery.data[..delivery.data.len().min(self.max_body_bytes)];
+        Box::new(DeadLetter {
+            job_id: job_id.as_str().to_owned(),
+            channel,
+            // Null when no call was made (contract section 4).
+            provider: (failure.attempts > 0).then(|| Provider::for_channel(channel)),
+            error_code: failure.error_code,
+            reason: failure.reason,
+            http_status: failure.http_status,
+            provider_response: failure.provider_response,
+            body: Body::new(payload, raw),
+            attempts: failure.attempts,
+            source_queue: self.source_queues[channel.index()].clone(),
+        })
+    }
+}
+
+impl Decision {
+    /// A job dead-lettered without a provider call.
+    fn unsent(job_id: JobId, row: Box<DeadLetter>) -> Self {
+        Self {
+            job_id,
+            settlement: Settlement::DeadLetter(row),
+            attempts: 0,
+            status: None,
+        }
+    }
+}
+
+/// The body as JSON again, for a row of a job that decoded (and so parsed).
+fn reparse(delivery: &Delivery) -> Option<serde_json::Value> {
+    serde_json::from_slice(&delivery.data).ok()
+}
+
+/// How many times this message was delivered before, from the
+/// `x-delivery-count` header quorum queues set. Classic queues have only the
+/// `redelivered` flag, which cannot be counted.
+fn delivery_count(delivery: &Delivery) -> Option<u64> {
+    let headers = delivery.properties.headers().as_ref()?;
+    let value = headers.inner().get("x-delivery-count")?;
+    match value {
+        AMQPValue::ShortShortInt(v) => u64::try_from(*v).ok(),
+        AMQPValue::ShortShortUInt(v) => Some(u64::from(*v)),
+        AMQPValue::ShortInt(v) => u64::try_from(*v).ok(),
+        AMQPValue::ShortUInt(v) => Some(u64::from(*v)),
+        AMQPValue::LongInt(v) => u64::try_from(*v).ok(),
+        AMQPValue::LongUInt(v) => Some(u64::from(*v)),
+        AMQPValue::LongLongInt(v) => u64::try_from(*v).ok(),
+        _ => None,
+    }
+}

@@ -1,0 +1,118 @@
+//! Settling a delivery: ack it, or commit its dead-letter row and then ack
+//! it, or give it back to the broker. Nothing is acked before its outcome is
+//! settled.
+
+use crate::{
+    deadletter::{DeadLetter, DeadLetterWriter},
+    ops::metrics::{Metrics, Outcome},
+};
+use backon::{ExponentialBuilder, Retryable};
+use lapin::{
+    Acker,
+    options::{BasicAckOptions, BasicNackOptions},
+};
+use std::{sync::Arc, time::Duration};
+use tokio_util::sync::CancellationToken;
+
+/// The decided end of one delivery.
+#[derive(Debug)]
+pub(crate) enum Settlement {
+    Ack,
+    DeadLetter(Box<DeadLetter>),
+    /// Not finished: back to the queue for another try.
+    Requeue,
+}
+
+/// What became of the delivery, for the outcome log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    Acked,
+    /// Dead-lettered; `false` when an open row for the job already existed.
+    DeadLettered {
+        new_row: bool,
+    },
+    Requeued,
+    /// The ack or nack could not be sent (channel gone): the broker redelivers.
+    Unacked,
+}
+
+impl Settled {
+    pub(crate) fn outcome(self) -> Outcome {
+        match self {
+            Settled::Acked => Outcome::Sent,
+            Settled::DeadLettered { .. } => Outcome::DeadLettered,
+            Settled::Requeued => Outcome::Requeued,
+            Settled::Unacked => Outcome::Unacked,
+        }
+    }
+}
+
+/// How often a failing dead-letter insert is tried again.
+fn insert_retries() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+}
+
+/// Carries out `settlement`. A failing dead-letter insert is retried with
+/// capped backoff while the worker runs, holding the delivery unacked; on
+/// shutdown the delivery is given back instead.
+pub(crate) async fn settle(
+    settlement: Settlement,
+    acker: &Acker,
+    writer: &DeadLetterWriter,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Settled {
+    let row: Arc<DeadLetter> = match settlement {
+        Settlement::Ack => return ack(acker, Settled::Acked).await,
+        Settlement::Requeue => return requeue(acker).await,
+        Settlement::DeadLetter(row) => Arc::from(row),
+    };
+    // Shutdown ends the waits between tries, not a try: a row being
+    // committed is let finish, so its job is acked, not sent again.
+    let stop = shutdown.clone();
+    let written = (|| writer.write(Arc::clone(&row)))
+        .retry(insert_retries())
+        .sleep(move |wait| {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+        })
+        .when(|_| !shutdown.is_cancelled())
+        .notify(|e, wait| {
+            metrics.dead_letter_write_failed();
+            tracing::error!(job_id = %row.job_id, channel = %row.channel, error = %e, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "dead-letter write failed; holding the job unacked");
+        })
+        .await;
+    match written {
+        Ok(new_row) => ack(acker, Settled::DeadLettered { new_row }).await,
+        // Shutdown came while the row could not be written: give it back.
+        Err(_) => requeue(acker).await,
+    }
+}
+
+async fn ack(acker: &Acker, settled: Settled) -> Settled {
+    // Awaiting the ack means its frame has been handed to the socket, so a
+    // channel closed after this cannot put the message back.
+    match acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => settled,
+        Ok(false) | Err(_) => Settled::Unacked,
+    }
+}
+
+async fn requeue(acker: &Acker) -> Settled {
+    let options = BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    };
+    match acker.nack(options).await {
+        Ok(true) => Settled::Requeued,
+        Ok(false) | Err(_) => Settled::Unacked,
+    }
+}

@@ -1,0 +1,235 @@
+//! A typed client for one provider: MigoSMTP for email, Telnxo for SMS.
+//! Each holds only its own key; its connections are in [`super::transport`].
+
+use super::transport::{Call, HttpOptions, Transport};
+use crate::domain::{ApiKey, Message, Provider};
+use hyper::header::HeaderValue;
+use std::{
+    fmt,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant, SystemTime},
+};
+
+/// Largest provider body kept (for `dead_letters.provider_response`).
+pub(crate) const MAX_RESPONSE_BYTES: usize = 4096;
+
+/// What one call came back with.
+#[derive(Debug, Clone)]
+pub(crate) enum Answer {
+    Http {
+        status: u16,
+        retry_after: Option<Duration>,
+        /// At most [`MAX_RESPONSE_BYTES`], cut on a character boundary.
+        body: String,
+    },
+    /// No response: connect error, reset, timeout.
+    NoResponse(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{setting} is not a valid base URL: {reason}")]
+    BadUrl {
+        setting: &'static str,
+        reason: String,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+/// A typed client for one provider.
+#[derive(Clone)]
+pub(crate) struct ProviderClient {
+    provider: Provider,
+    transport: Arc<Transport>,
+    /// Shared with the key-file watcher, which replaces it on rotation.
+    key: Arc<RwLock<ApiKey>>,
+}
+
+impl fmt::Debug for ProviderClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderClient")
+            .field("provider", &self.provider)
+            .field("url", &self.transport.url().as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProviderClient {
+    pub(crate) fn new(
+        provider: Provider,
+        base_url: &str,
+        url_setting: &'static str,
+        key: ApiKey,
+        options: HttpOptions,
+    ) -> Result<Self, ClientError> {
+        let bad = |reason: String| ClientError::BadUrl {
+            setting: url_setting,
+            reason,
+        };
+        let base = reqwest::Url::parse(base_url).map_err(|e| bad(e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(bad("scheme must be http or https".into()));
+        }
+        let url = base
+            .join(&format!(
+                "{}{}",
+                base.path().trim_end_matches('/'),
+                provider.path()
+            ))
+            .map_err(|e| bad(e.to_string()))?;
+        let transport = Transport::new(provider, options, url).map_err(ClientError::Build)?;
+        Ok(Self {
+            provider,
+            transport: Arc::new(transport),
+            key: Arc::new(RwLock::new(key)),
+        })
+    }
+
+    /// The key in use.
+    pub(crate) fn key(&self) -> ApiKey {
+        self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Uses `key` from the next call on; calls under way keep the old one.
+    pub(crate) fn set_key(&self, key: ApiKey) {
+        *self.key.write().unwrap_or_else(|e| e.into_inner()) = key;
+    }
+
+    pub(crate) fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// Sends `message` once. Never fails: a missing response is an
+    /// [`Answer::NoResponse`], which the caller classifies as transient.
+    pub(crate) async fn send(&self, message: &Message) -> (Answer, Duration) {
+        let started = Instant::now();
+        let key = self.key();
+        let body = match message {
+            Message::Email(job) => serde_json::to_vec(job),
+            Message::Sms(job) => serde_json::to_vec(job),
+        };
+        let body = match body {
+            Ok(body) => body,
+            // Jobs are plain strings and numbers; this is not expected.
+            Err(e) => {
+                return (
+                    Answer::NoResponse(format!("request error: cannot encode the job: {e}")),
+                    started.elapsed(),
+                );
+            }
+        };
+        let call = Call {
+            authorization: authorization(&key),
+            body: body.into(),
+        };
+        let reply = match self.transport.call(&call).await {
+            Ok(reply) => reply,
+            Err(error) => return (Answer::NoResponse(error), started.elapsed()),
+        };
+        let retry_after = reply
+            .retry_after
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        // Some APIs echo the key they refused: it must not reach a row.
+        let text = String::from_utf8_lossy(&reply.body).replace(key.expose(), "[redacted]");
+        let response = Answer::Http {
+            status: reply.status,
+            retry_after,
+            body: truncate_utf8(text.as_bytes(), MAX_RESPONSE_BYTES),
+        };
+        (response, started.elapsed())
+    }
+}
+
+/// `Bearer <key>`, marked sensitive so no HTTP layer prints it.
+fn authorization(key: &ApiKey) -> HeaderValue {
+    // The key was checked for whitespace and control characters at parse
+    // time; the fallback only keeps this total.
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+    value.set_sensitive(true);
+    value
+}
+
+/// Parses a `Retry-After` value: delta-seconds or an HTTP date.
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Keeps at most `max` bytes of `bytes` as text, cut on a character boundary;
+/// NUL, which Postgres text refuses, becomes U+FFFD.
+pub(crate) fn truncate_utf8(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].replace('\0', "\u{FFFD}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::HttpVersion;
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        let s = "é".repeat(3000);
+        let t = truncate_utf8(s.as_bytes(), MAX_RESPONSE_BYTES);
+        assert!(t.len() <= MAX_RESPONSE_BYTES);
+        assert_eq!(truncate_utf8(b"a\0b", 10), "a\u{FFFD}b");
+    }
+
+    #[test]
+    fn parses_both_retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after(" 3 ", now), Some(Duration::from_secs(3)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(7));
+        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(7)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(7));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn url_joins_base_with_a_path() {
+        let key = ApiKey::parse("k", "X").unwrap();
+        let c = ProviderClient::new(
+            Provider::Telnxo,
+            "http://127.0.0.1:9/prefix/",
+            "TELNXO_BASE_URL",
+            key.clone(),
+            options(HttpVersion::Http1, 4),
+        )
+        .unwrap();
+        assert_eq!(
+            c.transport.url().as_str(),
+            "http://127.0.0.1:9/prefix/v1/sms/send"
+        );
+        let err = ProviderClient::new(
+            Provider::Telnxo,
+            "ftp://x",
+            "TELNXO_BASE_URL",
+            key,
+            options(HttpVersion::Http1, 4),
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("TELNXO_BASE_URL"));
+    }
+
+    fn options(version: HttpVersion, max_in_flight: usize) -> HttpOptions {
+        HttpOptions {
+            timeout: Duration::from_secs(1),
+            version,
+            max_in_flight,
+            streams_per_connection: 100,
+        }
+    }
+}

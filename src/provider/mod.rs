@@ -1,0 +1,18 @@
+//! Talking to the providers: a typed client per provider over its HTTP
+//! transport, the key-file watcher that rotates its key, and the gate that
+//! holds its calls back while it is paused (policy in `pause`, pure).
+
+mod client;
+mod gate;
+mod http2;
+mod keywatch;
+mod pause;
+mod transport;
+
+pub use client::ClientError;
+pub(crate) use client::{Answer, ProviderClient};
+pub(crate) use gate::Gate;
+pub(crate) use keywatch::{KeyFile, spawn as watch_key_file};
+pub(crate) use pause::{Attempt, PausePolicy, Verdict};
+pub(crate) use transport::HttpOptions;
+pub use transport::HttpVersion;

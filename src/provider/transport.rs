@@ -1,0 +1,353 @@
+//! The HTTP connections to one provider's send endpoint.
+//!
+//! HTTP/1.1 needs a connection per call in flight, and each costs about
+//! 30 KiB here (hyper's buffers and dispatch channel); reqwest pools them.
+//! HTTP/2 carries many calls on one connection, but a server caps the
+//! streams per connection (often 100 to 250), so calls are spread over
+//! lanes, each one connection ([`super::http2`]). A lane is filled before
+//! the next is used, and connects on first use, so a light load keeps one
+//! connection.
+
+use super::http2::{Connector, HttpReply, RequestBody, Slot, chain};
+use crate::domain::Provider;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Uri,
+    header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT},
+};
+use hyper_util::client::proxy::matcher::Matcher;
+use std::{
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+/// The HTTP version spoken to providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HttpVersion {
+    /// HTTP/2 offered by ALPN on https (HTTP/1.1 if the provider declines),
+    /// HTTP/1.1 on plain http, where nothing can be negotiated.
+    Auto,
+    /// HTTP/1.1 only: a connection per call in flight.
+    Http1,
+    /// HTTP/2: offered by ALPN on https (HTTP/1.1 if the provider declines),
+    /// prior knowledge (h2c) on plain http.
+    Http2,
+}
+
+/// How a provider client talks HTTP.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HttpOptions {
+    /// Timeout of one call, queueing for a connection included.
+    pub(crate) timeout: Duration,
+    pub(crate) version: HttpVersion,
+    /// Most calls this client will have in flight (prefetch × consumers).
+    pub(crate) max_in_flight: usize,
+    /// HTTP/2 only: calls aimed at one connection; at most the provider's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub(crate) streams_per_connection: usize,
+}
+
+impl HttpOptions {
+    /// Calls one HTTP/2 lane takes before the next is used.
+    fn room(&self) -> usize {
+        self.streams_per_connection.max(1)
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        self.timeout.min(Duration::from_secs(5))
+    }
+
+    /// HTTP/2 lanes needed so no connection carries more than its share.
+    fn lanes(&self) -> usize {
+        self.max_in_flight.div_ceil(self.room()).max(1)
+    }
+}
+
+/// One HTTP/2 connection and the calls it carries.
+struct Lane {
+    slot: Slot,
+    in_flight: AtomicUsize,
+}
+
+/// A lane taken for one call; gives it back when dropped.
+struct LaneGuard<'a>(&'a Lane);
+
+impl Drop for LaneGuard<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Where calls go: reqwest for HTTP/1.1; hyper's HTTP/2 connections
+/// ([`super::http2`]) otherwise, with reqwest over HTTP/1.1 if the
+/// provider declines HTTP/2 by ALPN.
+enum Engine {
+    Http1(reqwest::Client),
+    Http2 {
+        lanes: Box<[Lane]>,
+        connector: Arc<Connector>,
+        /// Built once the provider has chosen HTTP/1.1 by ALPN, and used
+        /// for every call from then on.
+        fallback: OnceLock<reqwest::Client>,
+    },
+}
+
+/// The connections to one provider's send endpoint.
+pub(crate) struct Transport {
+    provider: Provider,
+    url: reqwest::Url,
+    uri: Uri,
+    options: HttpOptions,
+    engine: Engine,
+}
+
+/// One call's request: the JSON body and the `Authorization` value.
+pub(crate) struct Call {
+    pub(crate) authorization: HeaderValue,
+    pub(crate) body: Bytes,
+}
+
+impl Transport {
+    /// Checks the settings now, so one the HTTP stack refuses stops
+    /// start-up; connections wait for the first call.
+    pub(crate) fn new(
+        provider: Provider,
+        options: HttpOptions,
+        url: reqwest::Url,
+    ) -> Result<Self, String> {
+        let uri = url.as_str().parse::<Uri>().map_err(|e| e.to_string())?;
+        let http2 = match options.version {
+            HttpVersion::Auto => url.scheme() == "https",
+            HttpVersion::Http1 => false,
+            HttpVersion::Http2 => true,
+        };
+        // reqwest honours HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY;
+        // the HTTP/2 client here does not tunnel, so a provider reached
+        // through a proxy is spoken to in HTTP/1.1 through reqwest.
+        let proxied = Matcher::from_system().intercept(&uri).is_some();
+        if http2 && proxied {
+            tracing::info!(%provider, "a proxy is set for this provider: HTTP/1.1 through it");
+        }
+        let engine = if http2 && !proxied {
+            Engine::Http2 {
+                lanes: (0..options.lanes())
+                    .map(|_| Lane {
+                        slot: Slot::default(),
+                        in_flight: AtomicUsize::new(0),
+                    })
+                    .collect(),
+                connector: Arc::new(Connector::new(provider, &url, options.connect_timeout())?),
+                fallback: OnceLock::new(),
+            }
+        } else {
+            Engine::Http1(http1_client(&options).map_err(|e| e.to_string())?)
+        };
+        Ok(Self {
+            provider,
+            url,
+            uri,
+            options,
+            engine,
+        })
+    }
+
+    pub(crate) fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+
+    #[cfg(test)]
+    fn lanes(&self) -> &[Lane] {
+        match &self.engine {
+            Engine::Http1(_) => &[],
+            Engine::Http2 { lanes, .. } => lanes,
+        }
+    }
+
+    /// POSTs `call` within the call timeout. `Err` holds why no response
+    /// came, kind first (timeout, connect error, ...).
+    pub(crate) async fn call(&self, call: &Call) -> Result<HttpReply, String> {
+        let (lanes, connector, fallback) = match &self.engine {
+            Engine::Http1(http) => return self.call_reqwest(http, call).await,
+            Engine::Http2 {
+                lanes,
+                connector,
+                fallback,
+            } => (lanes, connector, fallback),
+        };
+        if let Some(http) = fallback.get() {
+            return self.call_reqwest(http, call).await;
+        }
+        let lane = take_lane(lanes, self.options.room());
+        let request = || self.request(call);
+        let sent = tokio::time::timeout(self.options.timeout, lane.0.slot.call(connector, request));
+        match sent.await {
+            Ok(Ok(Some(reply))) => return Ok(reply),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => {
+                return Err(format!(
+                    "timeout: no response within {:?}",
+                    self.options.timeout
+                ));
+            }
+        }
+        drop(lane);
+        let http = fallback.get_or_init(|| {
+            tracing::info!(provider = %self.provider, "provider declined HTTP/2 by ALPN; using HTTP/1.1");
+            // Options reqwest accepts for HTTP/1.1 (checked at start-up
+            // only for HTTP/2's); should they fail here, reqwest's
+            // defaults still talk HTTP/1.1.
+            http1_client(&self.options).unwrap_or_default()
+        });
+        self.call_reqwest(http, call).await
+    }
+
+    fn request(&self, call: &Call) -> Request<RequestBody> {
+        let mut request = Request::new(Full::new(call.body.clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(AUTHORIZATION, call.authorization.clone());
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        request
+    }
+
+    async fn call_reqwest(&self, http: &reqwest::Client, call: &Call) -> Result<HttpReply, String> {
+        let response = http
+            .post(self.url.clone())
+            .header(AUTHORIZATION, call.authorization.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(call.body.clone())
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get(RETRY_AFTER).cloned();
+        match response.bytes().await {
+            Ok(body) => Ok(HttpReply {
+                status,
+                retry_after,
+                body,
+            }),
+            // The provider said yes; a body lost after that changes nothing.
+            Err(e) if status < 300 => {
+                tracing::debug!(provider = %self.provider, error = %describe(&e), "provider body unreadable after 2xx");
+                Ok(HttpReply {
+                    status,
+                    retry_after,
+                    body: Bytes::new(),
+                })
+            }
+            Err(e) => Err(describe(&e)),
+        }
+    }
+}
+
+/// The first lane with room for one more call; if all are full (more calls
+/// than planned, e.g. while a drain overlaps a reconnect), the least busy.
+fn take_lane(lanes: &[Lane], room: usize) -> LaneGuard<'_> {
+    let with_room = lanes.iter().find(|lane| {
+        lane.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < room).then_some(n + 1)
+            })
+            .is_ok()
+    });
+    let lane = with_room.unwrap_or_else(|| {
+        let lane = lanes
+            .iter()
+            .min_by_key(|lane| lane.in_flight.load(Ordering::Acquire))
+            .unwrap_or(&lanes[0]);
+        lane.in_flight.fetch_add(1, Ordering::AcqRel);
+        lane
+    });
+    LaneGuard(lane)
+}
+
+const USER_AGENT_VALUE: &str = concat!("notify-worker/", env!("CARGO_PKG_VERSION"));
+
+/// The HTTP/1.1 client: keeps up to `max_in_flight` idle connections so a
+/// steady load does not reconnect.
+fn http1_client(options: &HttpOptions) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(options.timeout)
+        .connect_timeout(options.connect_timeout())
+        .pool_max_idle_per_host(options.max_in_flight)
+        .user_agent(USER_AGENT_VALUE)
+        .http1_only()
+        // A send endpoint that redirects is misconfigured: its 3xx is the
+        // answer, not a POST turned into a GET elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// A transport error in words, with its kind first (timeout, connect, ...).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect error"
+    } else if e.is_body() || e.is_decode() {
+        "body error"
+    } else {
+        "request error"
+    };
+    format!("{kind}: {}", chain(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lanes(version: HttpVersion, max_in_flight: usize) -> Transport {
+        let options = HttpOptions {
+            timeout: Duration::from_secs(1),
+            version,
+            max_in_flight,
+            streams_per_connection: 100,
+        };
+        let url = reqwest::Url::parse("http://127.0.0.1:9/v1/email/send").unwrap();
+        Transport::new(Provider::MigoSmtp, options, url).unwrap()
+    }
+
+    #[test]
+    fn http2_gets_a_lane_per_share_of_streams() {
+        assert_eq!(lanes(HttpVersion::Http1, 5000).lanes().len(), 0);
+        // Plain http has no ALPN: `auto` speaks HTTP/1.1 there.
+        assert_eq!(lanes(HttpVersion::Auto, 5000).lanes().len(), 0);
+        assert_eq!(lanes(HttpVersion::Http2, 100).lanes().len(), 1);
+        assert_eq!(lanes(HttpVersion::Http2, 101).lanes().len(), 2);
+        assert_eq!(lanes(HttpVersion::Http2, 5000).lanes().len(), 50);
+    }
+
+    #[test]
+    fn a_lane_fills_before_the_next_is_used() {
+        let c = lanes(HttpVersion::Http2, 300);
+        let load = |c: &Transport| -> Vec<usize> {
+            c.lanes()
+                .iter()
+                .map(|l| l.in_flight.load(Ordering::Relaxed))
+                .collect()
+        };
+        let take = || take_lane(c.lanes(), 100);
+        let mut held: Vec<_> = (0..150).map(|_| take()).collect();
+        assert_eq!(load(&c), vec![100, 50, 0]);
+        // Calls ending on the first lane free room there first.
+        held.drain(..10);
+        assert_eq!(load(&c), vec![90, 50, 0]);
+        held.push(take());
+        assert_eq!(load(&c), vec![91, 50, 0]);
+        // All full: the least busy lane takes the extra call.
+        held.extend((0..159).map(|_| take()));
+        assert_eq!(load(&c), vec![100, 100, 100]);
+        held.push(take());
+        assert_eq!(load(&c).iter().sum::<usize>(), 301);
+        held.clear();
+        assert_eq!(load(&c), vec![0, 0, 0]);
+    }
+}
