@@ -10,7 +10,9 @@
 //! (b) the worker end to end with an instant provider;
 //! (c) a 200 ms provider: jobs/s against K calls in flight;
 //! (d) worker RSS idle, at 1,000 and at 10,000 calls in flight;
-//! (e) a revoked-key storm (auth pause off): dead-letter rows/s.
+//! (e) a revoked-key storm (auth pause off): dead-letter rows/s;
+//! (f) peak RSS with K calls in flight whose answers are multi-MiB bodies,
+//!     against the same K with small bodies.
 //!
 //! For profiling: `--only d` runs some scenarios; `BENCH_RUNS`, `BENCH_JOBS`,
 //! `BENCH_RSS_IN_FLIGHT=2000`, `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink
@@ -47,6 +49,8 @@ struct Sizes {
     storm: usize,
     rss_in_flight: Vec<usize>,
     soak: usize,
+    /// (f): calls in flight, MiB per body.
+    huge: (usize, Vec<usize>),
 }
 
 /// Completion times of provider calls, and what to answer.
@@ -56,6 +60,8 @@ struct Fake {
     h2: std::sync::atomic::AtomicUsize,
     status: StatusCode,
     delay: Duration,
+    /// The body of every answer, when not the usual small one.
+    body: Option<bytes::Bytes>,
 }
 
 async fn fake(status: StatusCode, delay: Duration) -> (String, Arc<Fake>) {
@@ -65,11 +71,21 @@ async fn fake(status: StatusCode, delay: Duration) -> (String, Arc<Fake>) {
 /// The fake, over TLS if `tls` (the test certificate for 127.0.0.1 in
 /// `tests/fixtures/tls`, offering h2 and http/1.1 by ALPN).
 async fn fake_on(status: StatusCode, delay: Duration, tls: bool) -> (String, Arc<Fake>) {
+    fake_with(status, delay, tls, None).await
+}
+
+async fn fake_with(
+    status: StatusCode,
+    delay: Duration,
+    tls: bool,
+    body: Option<bytes::Bytes>,
+) -> (String, Arc<Fake>) {
     let state = Arc::new(Fake {
         done: Mutex::new(Vec::with_capacity(100_000)),
         h2: Default::default(),
         status,
         delay,
+        body,
     });
     let app = Router::new()
         .fallback(post(
@@ -81,10 +97,15 @@ async fn fake_on(status: StatusCode, delay: Duration, tls: bool) -> (String, Arc
                     tokio::time::sleep(s.delay).await;
                 }
                 s.done.lock().unwrap().push(Instant::now());
-                let body = if s.status == StatusCode::OK {
-                    r#"{"id":"m","status":"queued"}"#
-                } else {
-                    r#"{"error":{"code":"invalid_api_key","message":"revoked"}}"#
+                let body = match &s.body {
+                    // Shared, not copied: the fake's own memory stays flat.
+                    Some(body) => body.clone(),
+                    None if s.status == StatusCode::OK => {
+                        bytes::Bytes::from_static(br#"{"id":"m","status":"queued"}"#)
+                    }
+                    None => bytes::Bytes::from_static(
+                        br#"{"error":{"code":"invalid_api_key","message":"revoked"}}"#,
+                    ),
                 };
                 (s.status, body)
             },
@@ -374,6 +395,17 @@ impl Worker {
             .and_then(|kb| kb.parse::<f64>().ok())
             .map_or(f64::NAN, |kb| kb / 1024.0)
     }
+    /// The most resident memory the worker has had (VmHWM), MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let pid = self.child.id().unwrap_or(0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
     async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
@@ -564,6 +596,39 @@ async fn storm(env: &Env, n: usize) -> f64 {
     n as f64 / took.as_secs_f64()
 }
 
+/// (f) Peak RSS while `in_flight` calls are answered 422 after 2 s with a
+/// body of `body_mib` MiB (0: the usual small body), spoken to in `http`.
+async fn huge_bodies(env: &Env, in_flight: usize, body_mib: usize, http: &str) -> f64 {
+    let body = (body_mib > 0).then(|| bytes::Bytes::from(vec![b'x'; body_mib << 20]));
+    let (url, fake) = fake_with(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Duration::from_secs(2),
+        false,
+        body,
+    )
+    .await;
+    let per_queue = in_flight / 2;
+    let worker = env
+        .worker(
+            &url,
+            per_queue,
+            1,
+            &["--request-timeout-ms", "30000", "--provider-http", http],
+        )
+        .await;
+    let e = env.publish(per_queue, false);
+    let s = env.publish(per_queue, true);
+    tokio::join!(e, s);
+    wait_until("every row", Duration::from_secs(300), async || {
+        env.rows().await >= in_flight as i64
+    })
+    .await;
+    let peak = worker.peak_rss_mib();
+    worker.stop().await;
+    assert!(fake.count() >= in_flight);
+    peak
+}
+
 /// A comma-separated list of numbers from the environment, if set.
 fn env_list(name: &str) -> Option<Vec<usize>> {
     let v = std::env::var(name).ok()?;
@@ -592,7 +657,7 @@ async fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned()
-        .unwrap_or_else(|| "a,b,c,d,e".into());
+        .unwrap_or_else(|| "a,b,c,d,e,f".into());
     let run = |s: &str| {
         only.split(',')
             .any(|o| o == s || (s == "ab" && (o == "a" || o == "b")))
@@ -605,6 +670,7 @@ async fn main() {
             storm: 200,
             rss_in_flight: vec![100],
             soak: 1000,
+            huge: (50, vec![1]),
         }
     } else {
         Sizes {
@@ -614,6 +680,7 @@ async fn main() {
             storm: 20_000,
             rss_in_flight: vec![1000, 10_000],
             soak: 200_000,
+            huge: (1000, vec![8, 32]),
         }
     };
     // `BENCH_RSS_IN_FLIGHT=2000` and `BENCH_RUNS=1` shorten a profiling run.
@@ -754,5 +821,31 @@ async fn main() {
             median(rows.clone()),
             fmt_runs(&rows)
         );
+    }
+    if run("f") {
+        let (k, mibs) = sizes.huge.clone();
+        let heads: Vec<String> = mibs.iter().map(|m| format!("{m} MiB bodies")).collect();
+        println!(
+            "\n| (f) peak RSS (VmHWM) MiB, {k} calls in flight answered 422, quorum | small bodies | {} |",
+            heads.join(" | ")
+        );
+        println!("|---|---|{}", "---|".repeat(mibs.len()));
+        for http in ["http1", "http2"] {
+            let mut cells = Vec::new();
+            for mib in std::iter::once(0).chain(mibs.iter().copied()) {
+                let mut peaks = Vec::new();
+                for _ in 0..sizes.runs {
+                    let env = Env::new(QueueType::Quorum).await;
+                    peaks.push(huge_bodies(&env, k, mib, http).await);
+                    env.drop_all().await;
+                }
+                cells.push(format!(
+                    "{:.1} ({})",
+                    median(peaks.clone()),
+                    fmt_runs(&peaks)
+                ));
+            }
+            println!("| {http} | {} |", cells.join(" | "));
+        }
     }
 }

@@ -73,14 +73,16 @@ impl Worker {
     /// declares the topology, starts both consumers, the key watchers and
     /// the admin server. Any failure here ends start-up.
     pub async fn start(config: WorkerConfig) -> Result<Self, WorkerError> {
-        let (metrics, rendered) = Metrics::new();
-        let metrics = Arc::new(metrics);
-        let store =
-            DeadLetterStore::connect(&config.database_url, &redact_url(&config.database_url))
-                .await?;
+        let metrics = Arc::new(Metrics::new());
+        let url = &config.database_url;
         if config.migrate {
-            store.migrate().await?;
+            // Migrations may rightly run long: their own pool, no timeout.
+            let migrator = DeadLetterStore::connect(url, &redact_url(url), None).await?;
+            migrator.migrate().await?;
+            migrator.pool().close().await;
         }
+        let store =
+            DeadLetterStore::connect(url, &redact_url(url), Some(config.statement_timeout)).await?;
         let shutdown = CancellationToken::new();
         let routes = config.clients.map(|client| {
             let gate = Gate::new(client.provider(), config.pause, Arc::clone(&metrics));
@@ -108,7 +110,13 @@ impl Worker {
             health: Arc::clone(&health),
             store,
         });
-        let served = admin::serve(config.admin_addr, ready, rendered, shutdown.clone()).await;
+        let served = admin::serve(
+            config.admin_addr,
+            ready,
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        )
+        .await;
         let (admin_addr, admin_task) = match served {
             Ok(served) => served,
             Err(e) => {

@@ -29,6 +29,7 @@ pub enum ConfigError {
 pub struct WorkerConfig {
     pub(crate) session: SessionPlan,
     pub(crate) database_url: String,
+    pub(crate) statement_timeout: Duration,
     pub(crate) migrate: bool,
     /// Per channel, email's first; each holds only its own key.
     pub(crate) clients: [ProviderClient; 2],

@@ -441,3 +441,173 @@ async fn a_connection_closed_by_the_broker_is_reopened() {
     worker.stop().await;
     env.cleanup().await;
 }
+
+/// The broker's memory alarm, raised for as long as this lives and
+/// restored however the test ends.
+struct MemoryAlarm(String);
+
+impl MemoryAlarm {
+    async fn raise() -> Self {
+        let out = Command::new("rabbitmqctl")
+            .args([
+                "-q",
+                "eval",
+                "vm_memory_monitor:get_vm_memory_high_watermark().",
+            ])
+            .output()
+            .unwrap();
+        let previous = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let alarm = Self(previous);
+        run(
+            "rabbitmqctl",
+            &["-q", "set_vm_memory_high_watermark", "0.0001"],
+        );
+        eventually("the memory alarm", Duration::from_secs(20), || async {
+            let out = Command::new("rabbitmqctl")
+                .args(["-q", "eval", "rabbit_alarm:get_alarms()."])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .contains("memory")
+                .then_some(())
+        })
+        .await;
+        alarm
+    }
+}
+
+impl Drop for MemoryAlarm {
+    fn drop(&mut self) {
+        // A relative watermark reads as a number; anything else, the default.
+        let value = if self.0.parse::<f64>().is_ok() {
+            self.0.clone()
+        } else {
+            "0.4".to_owned()
+        };
+        let _ = Command::new("rabbitmqctl")
+            .args(["-q", "set_vm_memory_high_watermark", &value])
+            .status();
+    }
+}
+
+/// Under a memory alarm the broker blocks publishers: `enqueue`, `replay`
+/// and the library fail at once with the broker's reason, replay marks
+/// nothing it did not get confirmed, and the worker (which only consumes)
+/// still stops cleanly on SIGTERM.
+#[tokio::test]
+async fn a_broker_alarm_fails_publishers_fast_and_the_worker_still_stops_cleanly() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let (email, sms) = (
+        FakeProvider::accepting().await,
+        FakeProvider::accepting().await,
+    );
+    let mut args = env.args(&email, &sms);
+    set_arg(&mut args, "--migosmtp-api-key", Some(EMAIL_KEY));
+    set_arg(&mut args, "--telnxo-api-key", Some(SMS_KEY));
+    let worker = ChildWorker::start(args).await;
+    sqlx::query(
+        "INSERT INTO dead_letters (job_id, channel, error_code, reason, attempts, source_queue, payload) \
+         VALUES ('to-replay', 'sms', 'rejected', 'r', 1, 'q', \
+         '{\"from\":\"B\",\"to\":\"+919876505001\",\"message\":\"m\"}')",
+    )
+    .execute(&env.db)
+    .await
+    .unwrap();
+
+    let alarm = MemoryAlarm::raise().await;
+    let started = Instant::now();
+    let (code, out, err) = env
+        .cli(
+            &[
+                "enqueue",
+                "sms",
+                "--from",
+                "B",
+                "--to",
+                "+919876505002",
+                "--message",
+                "m",
+            ],
+            None,
+        )
+        .await;
+    let took = started.elapsed();
+    eprintln!(
+        "broker alarm: enqueue failed after {took:?}: {}",
+        err.trim()
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("the broker blocked publishing (low on memory)"),
+        "{err}"
+    );
+    assert!(out.contains("published 0 job(s), 1 failed"), "{out}");
+
+    let publisher = notify_worker::Publisher::connect(AMQP, &env.topology())
+        .await
+        .unwrap();
+    let job = notify_worker::NewJob::Sms(notify_worker::NewSms {
+        id: None,
+        from: "B".into(),
+        to: "+919876505003".into(),
+        message: "m".into(),
+    });
+    let published = tokio::time::timeout(Duration::from_secs(10), publisher.publish(&job))
+        .await
+        .expect("the library does not hang either");
+    assert!(
+        matches!(published, Err(notify_worker::PublishError::Blocked(_))),
+        "{published:?}"
+    );
+    publisher.close().await;
+
+    let (code, out, err) = env.cli(&["dead-letters", "replay", "--all"], None).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("replayed 0 dead letter(s)"), "{out}");
+    assert!(out.contains("1 dead letter(s) not replayed"), "{out}");
+    assert!(err.contains("blocked publishing"), "{err}");
+    let open: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(open, 1, "not confirmed, so not marked replayed");
+
+    // SIGTERM while the alarm is on: exit 0 (asserted by stop).
+    worker.stop().await;
+    drop(alarm);
+    env.cleanup().await;
+}
+
+/// A broker that stops answering mid-session: a publish waits for its
+/// confirm no longer than the confirm timeout, then says so.
+#[tokio::test]
+async fn a_publish_waits_for_its_confirm_no_longer_than_the_timeout() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let proxy = FreezingProxy::start().await;
+    let url = format!("amqp://guest:guest@{}/%2f", proxy.addr);
+    let publisher = notify_worker::Publisher::connect(&url, &env.topology())
+        .await
+        .unwrap()
+        .with_confirm_timeout(Duration::from_secs(1));
+    proxy.freeze(true);
+    let job = notify_worker::NewJob::Sms(notify_worker::NewSms {
+        id: Some("silent".into()),
+        from: "B".into(),
+        to: "+919876505004".into(),
+        message: "m".into(),
+    });
+    let started = Instant::now();
+    let published = publisher.publish(&job).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(published, Err(notify_worker::PublishError::Timeout(_))),
+        "{published:?}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    publisher.close().await;
+    proxy.freeze(false);
+    env.cleanup().await;
+}

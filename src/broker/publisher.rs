@@ -5,12 +5,15 @@
 
 use super::topology::{self, BrokerError, Topology};
 use crate::domain::{Channel, DEFAULT_MAX_BODY_BYTES, DecodeInput, decode, redact_url};
+use futures_util::StreamExt;
 use lapin::{
-    BasicProperties, Confirmation, Connection,
+    BasicProperties, Confirmation, Connection, Event,
     options::{BasicPublishOptions, ConfirmSelectOptions},
     uri::AMQPUri,
 };
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// An email job as producers build it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +75,14 @@ pub enum PublishError {
     Publish(String),
     #[error("the broker did not confirm the message (nack)")]
     Nacked,
+    #[error(
+        "the broker blocked publishing ({0}): the job was not confirmed, and may still be published once the alarm clears; `rabbitmqctl status` shows the broker's alarms"
+    )]
+    Blocked(String),
+    #[error(
+        "no confirm from the broker within {0:?} (NOTIFY_PUBLISH_TIMEOUT_SECS): the job may or may not have been published"
+    )]
+    Timeout(Duration),
     #[error("unroutable: exchange `{exchange}` has no queue bound to `{routing_key}`")]
     Unroutable {
         exchange: String,
@@ -79,12 +90,20 @@ pub enum PublishError {
     },
 }
 
-/// A confirming publisher to the notifications exchange.
+/// Longest wait for a confirm by default (`NOTIFY_PUBLISH_TIMEOUT_SECS`).
+pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A confirming publisher to the notifications exchange. Every wait on the
+/// broker has a deadline, and a broker that blocks publishing (a memory or
+/// disk alarm) fails a publish at once with the broker's reason.
 pub struct Publisher {
     connection: Connection,
     channel: lapin::Channel,
     exchange: String,
     max_body_bytes: usize,
+    confirm_timeout: Duration,
+    /// The broker's reason while it blocks this connection.
+    blocked: watch::Receiver<Option<String>>,
 }
 
 impl Publisher {
@@ -104,12 +123,32 @@ impl Publisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| PublishError::Publish(e.to_string()))?;
+        let (tell, blocked) = watch::channel(None);
+        let mut events = connection.events_listener();
+        // Ends with the connection, when its event stream does.
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                match event {
+                    Event::ConnectionBlocked(reason) => tell.send_replace(Some(reason)),
+                    Event::ConnectionUnblocked => tell.send_replace(None),
+                    _ => None,
+                };
+            }
+        });
         Ok(Self {
             connection,
             channel,
             exchange: topology.exchange.clone(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
+            blocked,
         })
+    }
+
+    /// Waits at most `timeout` for each confirm.
+    pub fn with_confirm_timeout(mut self, timeout: Duration) -> Self {
+        self.confirm_timeout = timeout;
+        self
     }
 
     /// Refuses jobs over `max` bytes, as a worker with
@@ -119,8 +158,9 @@ impl Publisher {
         self
     }
 
-    /// Checks `job` with the worker's decoder, publishes it and waits for
-    /// the broker's confirm.
+    /// Checks `job` with the worker's decoder, publishes it with its `id`
+    /// (or a new UUIDv7) as `message_id`, and waits for the broker's
+    /// confirm. Two identical jobs without an `id` stay two jobs.
     pub async fn publish(&self, job: &NewJob) -> Result<(), PublishError> {
         let body = job.body();
         let id = match job {
@@ -137,20 +177,42 @@ impl Publisher {
         self.publish_raw(job.channel(), &body, id).await
     }
 
-    /// Publishes `body` as is (a replayed payload), with `message_id` as the
-    /// AMQP property so an id-less job keeps its id.
+    /// Publishes `body` as is (a replayed payload), with `message_id` (a new
+    /// UUIDv7 when `None`) as the AMQP property, so an id-less job keeps
+    /// its id, and waits for the confirm.
     pub async fn publish_raw(
         &self,
         channel: Channel,
         body: &[u8],
         message_id: Option<&str>,
     ) -> Result<(), PublishError> {
-        let mut props = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_delivery_mode(2);
-        if let Some(id) = message_id {
-            props = props.with_message_id(id.into());
+        if let Some(reason) = self.blocked.borrow().clone() {
+            return Err(PublishError::Blocked(reason));
         }
+        let mut blocked = self.blocked.clone();
+        let sent = self.publish_confirmed(channel, body, message_id);
+        tokio::select! {
+            confirmed = tokio::time::timeout(self.confirm_timeout, sent) => {
+                confirmed.unwrap_or(Err(PublishError::Timeout(self.confirm_timeout)))
+            }
+            reason = blocked.wait_for(Option::is_some) => {
+                let reason = reason.ok().and_then(|r| r.clone()).unwrap_or_default();
+                Err(PublishError::Blocked(reason))
+            }
+        }
+    }
+
+    async fn publish_confirmed(
+        &self,
+        channel: Channel,
+        body: &[u8],
+        message_id: Option<&str>,
+    ) -> Result<(), PublishError> {
+        let id = message_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+        let props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_message_id(id.into());
         let routing_key = channel.as_str();
         let confirm = self
             .channel
@@ -179,9 +241,17 @@ impl Publisher {
         }
     }
 
-    /// Closes channel and connection.
+    /// Closes channel and connection, waiting a few seconds at most. A
+    /// blocked broker reads nothing, a close-ok included: then the
+    /// connection is dropped, which closes its socket.
     pub async fn close(self) {
-        let _ = self.channel.close(200, "done".into()).await;
-        let _ = self.connection.close(200, "done".into()).await;
+        if self.blocked.borrow().is_some() {
+            return;
+        }
+        let closing = async {
+            let _ = self.channel.close(200, "done".into()).await;
+            let _ = self.connection.close(200, "done".into()).await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), closing).await;
     }
 }

@@ -1,12 +1,15 @@
 //! `notify-worker dead-letters`: list, show, stats, replay, purge.
 
-use super::{BodyLimit, BrokerArgs, DatabaseArgs};
+use super::{
+    BodyLimit, BrokerArgs, DatabaseArgs, PublishArgs,
+    print::{print_detail, print_rows, shorten},
+};
 use crate::{
     broker::Publisher,
     deadletter::queries::{self, Filter, State, When},
     domain::{Channel, Provider},
 };
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
 use std::time::Duration;
 
@@ -101,6 +104,8 @@ pub enum DeadLetters {
         broker: BrokerArgs,
         #[command(flatten)]
         body: BodyLimit,
+        #[command(flatten)]
+        publish: PublishArgs,
         /// Dead-letter ids (or use filters).
         ids: Vec<i64>,
         #[command(flatten)]
@@ -130,10 +135,11 @@ pub enum DeadLetters {
 }
 
 async fn pool(db: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
-    Ok(db.store().await?.pool().clone())
+    Ok(db.store(true).await?.pool().clone())
 }
 
-pub(crate) async fn run(cmd: DeadLetters) -> anyhow::Result<()> {
+/// Runs the subcommand; `Ok(false)` when some of it was not done.
+pub(crate) async fn run(cmd: DeadLetters) -> anyhow::Result<bool> {
     match cmd {
         DeadLetters::List {
             db,
@@ -198,6 +204,7 @@ pub(crate) async fn run(cmd: DeadLetters) -> anyhow::Result<()> {
             db,
             broker,
             body,
+            publish,
             ids,
             filter,
             all,
@@ -225,14 +232,21 @@ pub(crate) async fn run(cmd: DeadLetters) -> anyhow::Result<()> {
                         shorten(&r.reason, 60)
                     );
                 }
-                return Ok(());
+                return Ok(true);
             }
-            let publisher = Publisher::connect(&broker.amqp_url, &broker.topology()?)
-                .await?
-                .with_max_body_bytes(body.bytes());
+            let publisher = publish.publisher(&broker, &body).await?;
             let result = replay(&db, &publisher, &f, rate).await;
             publisher.close().await;
-            println!("replayed {} dead letter(s)", result?);
+            let done = result?;
+            println!("replayed {} dead letter(s)", done.confirmed);
+            if let Some((id, error)) = done.failed {
+                let (left, _) = queries::replay_preview(&db, &f).await?;
+                eprintln!("notify-worker: dead letter {id} was not replayed: {error}");
+                println!(
+                    "{left} dead letter(s) not replayed (still open, including {id}); run replay again"
+                );
+                return Ok(false);
+            }
         }
         DeadLetters::Purge {
             db,
@@ -254,7 +268,15 @@ pub(crate) async fn run(cmd: DeadLetters) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(true)
+}
+
+/// How a replay went.
+struct Replayed {
+    /// Rows published, confirmed and marked replayed.
+    confirmed: u64,
+    /// The row whose publish failed, and why; the replay stopped there.
+    failed: Option<(i64, String)>,
 }
 
 /// Republishes the original payload of each open row `filter` names, one
@@ -262,18 +284,23 @@ pub(crate) async fn run(cmd: DeadLetters) -> anyhow::Result<()> {
 /// `replayed_at`, and committed. A row is never published twice, even by
 /// two replays at once (the lock is taken with SKIP LOCKED); a crash between
 /// the confirm and the commit can publish it again on the next replay.
-/// Returns how many were replayed.
+/// Only a confirmed row is marked; at the first that is not (the broker
+/// blocked, no confirm in time), the replay stops and says which.
 async fn replay(
     db: &sqlx::PgPool,
     publisher: &Publisher,
     filter: &Filter,
     per_second: Option<f64>,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Replayed> {
     let pace = per_second
         .filter(|r| *r > 0.0)
         .map(|r| Duration::from_secs_f64(1.0 / r));
     let mut tick = pace.map(tokio::time::interval);
-    let (mut done, mut after) = (0, 0);
+    let mut done = Replayed {
+        confirmed: 0,
+        failed: None,
+    };
+    let mut after = 0;
     loop {
         let mut tx = db.begin().await?;
         let Some(row) = queries::lock_next_open(&mut tx, filter, after).await? else {
@@ -283,95 +310,16 @@ async fn replay(
         if let Some(t) = tick.as_mut() {
             t.tick().await;
         }
-        publisher
+        if let Err(e) = publisher
             .publish_raw(row.channel, &row.body(), Some(&row.job_id))
             .await
-            .with_context(|| format!("replay of dead letter {}", row.id))?;
+        {
+            // Dropping `tx` rolls back: the row stays open.
+            done.failed = Some((row.id, e.to_string()));
+            return Ok(done);
+        }
         queries::mark_replayed(&mut tx, row.id).await?;
         tx.commit().await?;
-        done += 1;
-    }
-}
-
-fn print_detail(d: &queries::Detail) -> anyhow::Result<()> {
-    let r = &d.row;
-    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    println!("id:                {}", r.id);
-    println!("job id:            {}", r.job_id);
-    println!("failed at:         {}", r.failed_at);
-    println!(
-        "channel:           {} (queue {})",
-        r.channel, d.source_queue
-    );
-    println!("provider:          {}", or_dash(r.provider.clone()));
-    println!("error code:        {}", r.error_code);
-    println!(
-        "http status:       {}",
-        or_dash(r.http_status.map(|s| s.to_string()))
-    );
-    println!("attempts:          {}", r.attempts);
-    println!("replayed at:       {}", or_dash(d.replayed_at.clone()));
-    println!("reason and fix:    {}", r.reason);
-    println!(
-        "provider response: {}",
-        or_dash(d.provider_response.clone())
-    );
-    match (&d.payload, &d.raw_payload) {
-        (Some(p), _) => println!("payload:\n{}", serde_json::to_string_pretty(p)?),
-        (None, Some(raw)) => println!("raw payload (not JSON):\n{}", String::from_utf8_lossy(raw)),
-        _ => println!("payload: -"),
-    }
-    Ok(())
-}
-
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        let cut: String = text.chars().take(max - 1).collect();
-        format!("{cut}…")
-    }
-}
-
-/// One JSON object per line for scripts, or a table for people.
-fn print_rows<T: serde::Serialize>(
-    rows: &[T],
-    json: bool,
-    headers: &[&str],
-    cells: impl Fn(&T) -> Vec<String>,
-) -> anyhow::Result<()> {
-    if json {
-        for row in rows {
-            println!("{}", serde_json::to_string(row)?);
-        }
-    } else {
-        let table: Vec<Vec<String>> = rows.iter().map(cells).collect();
-        print_table(headers, &table);
-    }
-    Ok(())
-}
-
-/// Prints left-aligned columns, two spaces apart.
-fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(headers.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        done.confirmed += 1;
     }
 }

@@ -1,7 +1,7 @@
 //! `notify-worker enqueue`: publish jobs with publisher confirms.
 
-use super::{BodyLimit, BrokerArgs};
-use crate::broker::{NewEmail, NewJob, NewSms, Publisher};
+use super::{BodyLimit, BrokerArgs, PublishArgs};
+use crate::broker::{NewEmail, NewJob, NewSms, PublishError};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use std::{io::BufRead, path::PathBuf};
@@ -12,6 +12,8 @@ pub struct EnqueueArgs {
     pub broker: BrokerArgs,
     #[command(flatten)]
     pub body: BodyLimit,
+    #[command(flatten)]
+    pub publish: PublishArgs,
     #[command(subcommand)]
     pub job: Option<EnqueueJob>,
     /// Publish every job in this file: one JSON object per line, each with
@@ -95,26 +97,40 @@ pub(crate) async fn run(args: EnqueueArgs) -> anyhow::Result<bool> {
         (None, Some(path)) => read_jobs(path)?,
         (None, None) => bail!("give a job (enqueue email ..., enqueue sms ...) or --file"),
     };
-    let publisher = Publisher::connect(&args.broker.amqp_url, &args.broker.topology()?)
-        .await?
-        .with_max_body_bytes(args.body.bytes());
-    let (mut ok, mut failed) = (0u64, 0u64);
+    let publisher = args.publish.publisher(&args.broker, &args.body).await?;
+    let (mut ok, mut failed) = (0usize, 0usize);
+    let total = jobs.len();
     for (where_, job) in jobs {
         let result = match job {
-            Ok(job) => publisher.publish(&job).await.map_err(anyhow::Error::from),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => ok += 1,
+            Ok(job) => publisher.publish(&job).await,
             Err(e) => {
                 failed += 1;
                 eprintln!("notify-worker: {where_}: {e:#}");
+                continue;
+            }
+        };
+        match result {
+            Ok(()) => ok += 1,
+            // The broker takes nothing now: the rest would fail the same way.
+            Err(e @ (PublishError::Blocked(_) | PublishError::Timeout(_))) => {
+                failed += 1;
+                eprintln!("notify-worker: {where_}: {e}");
+                break;
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("notify-worker: {where_}: {e}");
             }
         }
     }
     publisher.close().await;
-    println!("published {ok} job(s), {failed} failed");
-    Ok(failed == 0)
+    let not_tried = total - ok - failed;
+    if not_tried > 0 {
+        println!("published {ok} job(s), {failed} failed, {not_tried} not tried");
+    } else {
+        println!("published {ok} job(s), {failed} failed");
+    }
+    Ok(ok == total)
 }
 
 fn read_jobs(path: &PathBuf) -> anyhow::Result<Vec<(String, anyhow::Result<NewJob>)>> {

@@ -5,6 +5,7 @@
 
 mod dead_letters;
 mod enqueue;
+mod print;
 mod run;
 pub mod sandbox;
 
@@ -15,7 +16,7 @@ pub use sandbox::SandboxArgs;
 
 use crate::{
     ConfigError,
-    broker::{QueueType, Topology},
+    broker::{Publisher, QueueType, Topology},
     deadletter::DeadLetterStore,
     domain::{DEFAULT_MAX_BODY_BYTES, redact_url},
     ops::{
@@ -24,7 +25,7 @@ use crate::{
     },
 };
 use clap::{Args, Parser, Subcommand};
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 /// Exit code for a setting that cannot be used (as clap uses for bad flags).
@@ -80,12 +81,22 @@ pub struct DatabaseArgs {
         hide_default_value = false
     )]
     pub database_url: String,
+    /// Longest a database statement may run, in seconds (the worker's
+    /// inserts and the dead-letters commands; not migrations).
+    #[arg(long, env = "NOTIFY_DB_STATEMENT_TIMEOUT_SECS", value_name = "NOTIFY_DB_STATEMENT_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub db_statement_timeout_secs: u64,
 }
 
 impl DatabaseArgs {
-    async fn store(&self) -> anyhow::Result<DeadLetterStore> {
+    fn statement_timeout(&self) -> Duration {
+        Duration::from_secs(self.db_statement_timeout_secs)
+    }
+
+    /// A store whose statements have the statement timeout, or none.
+    async fn store(&self, timeout: bool) -> anyhow::Result<DeadLetterStore> {
         let url = &self.database_url;
-        Ok(DeadLetterStore::connect(url, &redact_url(url)).await?)
+        let limit = timeout.then(|| self.statement_timeout());
+        Ok(DeadLetterStore::connect(url, &redact_url(url), limit).await?)
     }
 }
 
@@ -155,6 +166,24 @@ impl BrokerArgs {
     }
 }
 
+/// How long a publish may wait for the broker's confirm.
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Longest wait for the broker's confirm of one job, in seconds.
+    #[arg(long, env = "NOTIFY_PUBLISH_TIMEOUT_SECS", value_name = "NOTIFY_PUBLISH_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub publish_timeout_secs: u64,
+}
+
+impl PublishArgs {
+    /// A publisher for `broker`'s topology, checking jobs against `body`.
+    async fn publisher(&self, broker: &BrokerArgs, body: &BodyLimit) -> anyhow::Result<Publisher> {
+        Ok(Publisher::connect(&broker.amqp_url, &broker.topology()?)
+            .await?
+            .with_max_body_bytes(body.bytes())
+            .with_confirm_timeout(Duration::from_secs(self.publish_timeout_secs)))
+    }
+}
+
 /// The largest job body: one setting for the worker, the publisher and
 /// the sandbox, so none of them accepts what another refuses.
 #[derive(Debug, Clone, Args)]
@@ -179,7 +208,9 @@ pub async fn execute(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(*args).await,
         Command::Migrate(db) => {
-            let migrated = async { Ok::<_, anyhow::Error>(db.store().await?.migrate().await?) };
+            // A migration may rightly run long: no statement timeout.
+            let migrated =
+                async { Ok::<_, anyhow::Error>(db.store(false).await?.migrate().await?) };
             match migrated.await {
                 Ok(()) => {
                     tracing::info!("migrations applied");
@@ -189,7 +220,7 @@ pub async fn execute(cli: Cli) -> ExitCode {
                 Err(e) => fail(1, &e),
             }
         }
-        Command::DeadLetters(cmd) => edge(dead_letters::run(cmd).await.map(|()| true)),
+        Command::DeadLetters(cmd) => edge(dead_letters::run(cmd).await),
         Command::Enqueue(args) => edge(enqueue::run(*args).await),
         Command::Sandbox(args) => {
             let stop = CancellationToken::new();

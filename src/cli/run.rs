@@ -156,6 +156,10 @@ pub struct RunArgs {
     /// Keep it at or below the provider's SETTINGS_MAX_CONCURRENT_STREAMS.
     #[arg(long, env = "NOTIFY_HTTP2_STREAMS", value_name = "NOTIFY_HTTP2_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub http2_streams: u32,
+    /// Most of a provider's response body read, in bytes; the rest is never
+    /// buffered (a dead-letter row keeps 4 KiB of it).
+    #[arg(long, env = "NOTIFY_MAX_RESPONSE_BYTES", value_name = "NOTIFY_MAX_RESPONSE_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(4096..=(16 * 1024 * 1024)))]
+    pub max_response_bytes: u32,
     /// How often key files are checked for a new key, in milliseconds.
     #[arg(long, env = "NOTIFY_KEY_POLL_MS", value_name = "NOTIFY_KEY_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub key_poll_ms: u64,
@@ -187,6 +191,7 @@ impl TryFrom<RunArgs> for WorkerConfig {
             // Each provider serves one queue, so this bounds its calls.
             max_in_flight: usize::from(a.prefetch) * usize::from(a.consumers_per_queue),
             streams_per_connection: usize::try_from(a.http2_streams).unwrap_or(usize::MAX),
+            max_response_bytes: usize::try_from(a.max_response_bytes).unwrap_or(usize::MAX),
         };
         let email_key = load_key(
             a.migosmtp_api_key.as_deref(),
@@ -232,6 +237,7 @@ impl TryFrom<RunArgs> for WorkerConfig {
                 outage_cooldown: Duration::from_secs(a.breaker_cooldown_secs),
             },
             max_redeliveries: a.max_redeliveries,
+            statement_timeout: a.database.statement_timeout(),
             database_url: a.database.database_url,
             migrate: !a.no_migrate,
             clients: [email, sms],

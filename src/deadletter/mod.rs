@@ -9,6 +9,6 @@ mod store;
 mod testdb;
 mod writer;
 
-pub(crate) use row::{Body, DeadLetter};
-pub(crate) use store::{DeadLetterStore, StoreError};
+pub(crate) use row::{DeadLetter, Parts};
+pub(crate) use store::{DeadLetterStore, InsertError, StoreError};
 pub(crate) use writer::DeadLetterWriter;

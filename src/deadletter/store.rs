@@ -15,10 +15,48 @@ pub enum StoreError {
     Connect { url: String, source: sqlx::Error },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("dead-letter insert failed: {0}")]
-    Insert(sqlx::Error),
-    #[error("dead-letter insert failed: {0}")]
-    Writer(String),
+}
+
+/// A failed insert, and whether trying the same row again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dead-letter insert failed: {message}")]
+pub(crate) struct InsertError {
+    /// The table refused the row's content (SQLSTATE class 22 or 23):
+    /// the same row will be refused again.
+    pub(crate) about_the_row: bool,
+    pub(crate) message: String,
+}
+
+impl InsertError {
+    pub(crate) fn new(e: &sqlx::Error) -> Self {
+        let about_the_row = match e {
+            // 22: data exception; 23: integrity constraint violation. The
+            // one-open-row index is the exception: ON CONFLICT handles it,
+            // and should it still clash, the next try finds the row.
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                (code.starts_with("22") || code.starts_with("23"))
+                    && db.constraint() != Some("dead_letters_open_job")
+            }
+            sqlx::Error::Encode(_) => true,
+            // Lost connections, timeouts, lock waits, serialization
+            // failures, admin shutdown, a table renamed away for a
+            // migration: the database, not the row.
+            _ => false,
+        };
+        Self {
+            about_the_row,
+            message: e.to_string(),
+        }
+    }
+
+    /// The writer stopped (the worker is shutting down).
+    pub(crate) fn writer_gone() -> Self {
+        Self {
+            about_the_row: false,
+            message: "dead-letter writer stopped".into(),
+        }
+    }
 }
 
 /// Where dead letters go.
@@ -28,14 +66,24 @@ pub(crate) struct DeadLetterStore {
 }
 
 impl DeadLetterStore {
-    /// Connects, failing fast (a few seconds) if the database does not answer.
-    pub(crate) async fn connect(url: &str, redacted_url: &str) -> Result<Self, StoreError> {
-        // A URL sqlx cannot parse fails in `connect` below, with its reason.
-        let port = url
-            .parse::<PgConnectOptions>()
-            .ok()
-            .filter(|o| o.get_socket().is_none())
-            .map(|o| o.get_port());
+    /// Connects, failing fast (a few seconds) if the database does not
+    /// answer. With `statement_timeout`, no statement runs longer (a lock
+    /// held by someone else ends as an error, not a wait without end).
+    pub(crate) async fn connect(
+        url: &str,
+        redacted_url: &str,
+        statement_timeout: Option<Duration>,
+    ) -> Result<Self, StoreError> {
+        let fail = |source| StoreError::Connect {
+            url: redacted_url.to_owned(),
+            source,
+        };
+        let mut options = url.parse::<PgConnectOptions>().map_err(fail)?;
+        if let Some(limit) = statement_timeout {
+            let ms = limit.as_millis().to_string();
+            options = options.options([("statement_timeout", ms.as_str())]);
+        }
+        let port = options.get_socket().is_none().then(|| options.get_port());
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
@@ -47,12 +95,9 @@ impl DeadLetterStore {
                     Ok(())
                 })
             })
-            .connect(url)
+            .connect_with(options)
             .await
-            .map_err(|source| StoreError::Connect {
-                url: redacted_url.to_owned(),
-                source,
-            })?;
+            .map_err(fail)?;
         Ok(Self { pool })
     }
 
@@ -78,7 +123,7 @@ impl DeadLetterStore {
     /// Writes `row` unless an open row for the same (channel, job_id) exists,
     /// so a redelivered job never makes a second row. Returns whether a row
     /// was written. When this returns `Ok`, the row is committed.
-    pub(crate) async fn insert(&self, row: &DeadLetter) -> Result<bool, StoreError> {
+    pub(crate) async fn insert(&self, row: &DeadLetter) -> Result<bool, InsertError> {
         Ok(self
             .insert_many(&[row])
             .await?
@@ -90,7 +135,7 @@ impl DeadLetterStore {
     /// Writes `rows` in one statement (one commit), each unless an open row
     /// for its (channel, job_id) exists. Returns, per row, whether it was
     /// written; a row whose job repeats an earlier one in `rows` is not.
-    pub(crate) async fn insert_many(&self, rows: &[&DeadLetter]) -> Result<Vec<bool>, StoreError> {
+    pub(crate) async fn insert_many(&self, rows: &[&DeadLetter]) -> Result<Vec<bool>, InsertError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -102,6 +147,7 @@ impl DeadLetterStore {
             let (payload, raw) = match &row.body {
                 Body::Json(v) => (Some(sqlx::types::Json(v.clone())), None),
                 Body::Raw(bytes) => (None, Some(bytes.clone())),
+                Body::Dropped => (None, None),
             };
             b.push_bind(row.job_id.clone())
                 .push_bind(row.channel.as_str())
@@ -120,7 +166,7 @@ impl DeadLetterStore {
             .build_query_as()
             .fetch_all(&self.pool)
             .await
-            .map_err(StoreError::Insert)?;
+            .map_err(|e| InsertError::new(&e))?;
         Ok(rows
             .iter()
             .map(|row| {
@@ -134,5 +180,139 @@ impl DeadLetterStore {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        deadletter::{Parts, testdb::TestDb},
+        domain::{Channel, ErrorCode},
+    };
+    use proptest::prelude::*;
+
+    fn row(reason: &str) -> DeadLetter {
+        DeadLetter::new(Parts {
+            job_id: "j",
+            channel: Channel::Email,
+            provider: None,
+            error_code: ErrorCode::InvalidJob,
+            reason,
+            http_status: None,
+            provider_response: None,
+            payload: None,
+            raw: b"",
+            attempts: 0,
+            source_queue: "q",
+        })
+    }
+
+    #[tokio::test]
+    async fn errors_about_the_row_are_told_from_errors_of_the_database() {
+        let db = TestDb::new().await;
+        let pool = db.store.pool();
+        sqlx::query("ALTER TABLE dead_letters ADD CONSTRAINT short CHECK (length(reason) < 10)")
+            .execute(pool)
+            .await
+            .unwrap();
+        let refused = db
+            .store
+            .insert(&row("far too long a reason"))
+            .await
+            .unwrap_err();
+        assert!(refused.about_the_row, "{refused:?}");
+        assert!(refused.message.contains("short"), "{refused:?}");
+
+        // Locked by another transaction: the statement times out.
+        let quick = DeadLetterStore::connect(&db.url, "test", Some(Duration::from_millis(200)))
+            .await
+            .unwrap();
+        let mut lock = pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE dead_letters IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        let waited = quick.insert(&row("ok")).await.unwrap_err();
+        assert!(!waited.about_the_row, "{waited:?}");
+        assert!(waited.message.contains("statement timeout"), "{waited:?}");
+        lock.rollback().await.unwrap();
+
+        // Renamed away, as during an operator's migration.
+        sqlx::query("ALTER TABLE dead_letters RENAME TO away")
+            .execute(pool)
+            .await
+            .unwrap();
+        let missing = db.store.insert(&row("ok")).await.unwrap_err();
+        assert!(!missing.about_the_row, "{missing:?}");
+        quick.pool().close().await;
+        db.drop().await;
+    }
+
+    /// Text as a provider or producer may send it: anything, NUL-heavy,
+    /// wide characters, long.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[a\\x00é\\u{10FFFF}\\\\]{0,6000}",
+            Just("\0".repeat(5000)),
+        ]
+    }
+
+    /// A body: arbitrary bytes, or JSON text with NUL, lone surrogates,
+    /// huge numbers.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..2048),
+            text().prop_map(|t| serde_json::json!({ "to": t, "n": 1 })
+                .to_string()
+                .into_bytes()),
+            Just(br#"{"to":"\u0000","id":"a\u0000"}"#.to_vec()),
+            Just(br#"{"to":"\ud800"}"#.to_vec()),
+            Just(br#"{"n":1e400}"#.to_vec()),
+        ]
+    }
+
+    /// Whatever comes in, the row built from it is one the table takes.
+    #[test]
+    fn every_row_built_is_stored() {
+        use proptest::test_runner::{Config, TestRunner};
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let db = rt.block_on(TestDb::new());
+        let parts = (
+            (text(), text(), proptest::option::of(text())),
+            (
+                body(),
+                proptest::option::of(any::<u16>()),
+                any::<u32>(),
+                text(),
+            ),
+        );
+        let mut runner = TestRunner::new(Config::with_cases(256));
+        let result = runner.run(
+            &parts,
+            |((job_id, reason, response), (raw, status, attempts, queue))| {
+                let row = DeadLetter::new(Parts {
+                    job_id: &job_id,
+                    channel: Channel::Sms,
+                    provider: None,
+                    error_code: ErrorCode::Rejected,
+                    reason: &reason,
+                    http_status: status,
+                    provider_response: response.as_deref(),
+                    payload: serde_json::from_slice(&raw).ok(),
+                    raw: &raw,
+                    attempts,
+                    source_queue: &queue,
+                });
+                let stored = rt.block_on(db.store.insert(&row));
+                prop_assert!(stored.is_ok(), "{stored:?}");
+                Ok(())
+            },
+        );
+        rt.block_on(db.drop());
+        if let Err(e) = result {
+            panic!("{e}");
+        }
     }
 }

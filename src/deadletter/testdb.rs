@@ -8,6 +8,7 @@ const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 pub(crate) struct TestDb {
     name: String,
+    pub(crate) url: String,
     pub(crate) store: DeadLetterStore,
 }
 
@@ -25,9 +26,11 @@ impl TestDb {
             .expect("create the test database");
         admin.close().await;
         let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        let store = DeadLetterStore::connect(&url, &url).await.expect("connect");
+        let store = DeadLetterStore::connect(&url, &url, Some(std::time::Duration::from_secs(30)))
+            .await
+            .expect("connect");
         store.migrate().await.expect("migrate");
-        Self { name, store }
+        Self { name, url, store }
     }
 
     pub(crate) async fn drop(self) {

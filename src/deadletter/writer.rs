@@ -5,7 +5,7 @@
 
 use super::{
     row::DeadLetter,
-    store::{DeadLetterStore, StoreError},
+    store::{DeadLetterStore, InsertError},
 };
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_BATCH: usize = 500;
 
 /// Where the writer tells a job how its row went.
-type Done = oneshot::Sender<Result<bool, String>>;
+type Done = oneshot::Sender<Result<bool, InsertError>>;
 
 /// A handle to the writer task.
 #[derive(Debug, Clone)]
@@ -32,14 +32,14 @@ impl DeadLetterWriter {
 
     /// Writes `row`; `Ok(new_row)` once it is committed (or an open row for
     /// the job already existed).
-    pub(crate) async fn write(&self, row: Arc<DeadLetter>) -> Result<bool, StoreError> {
+    pub(crate) async fn write(&self, row: Arc<DeadLetter>) -> Result<bool, InsertError> {
         let (done, answer) = oneshot::channel();
-        let gone = || StoreError::Writer("dead-letter writer stopped".into());
-        self.tx.send((row, done)).await.map_err(|_| gone())?;
+        if self.tx.send((row, done)).await.is_err() {
+            return Err(InsertError::writer_gone());
+        }
         answer
             .await
-            .map_err(|_| gone())?
-            .map_err(StoreError::Writer)
+            .unwrap_or_else(|_| Err(InsertError::writer_gone()))
     }
 }
 
@@ -54,15 +54,15 @@ async fn run(store: DeadLetterStore, mut rx: mpsc::Receiver<(Arc<DeadLetter>, Do
                 }
             }
             // One bad row must not hold up the others: try them one by one.
-            Err(_) if batch.len() > 1 => {
+            // A database that is away fails them all at once instead.
+            Err(e) if e.about_the_row && batch.len() > 1 => {
                 for (row, done) in batch.drain(..) {
-                    let result = store.insert(&row).await.map_err(|e| e.to_string());
-                    let _ = done.send(result);
+                    let _ = done.send(store.insert(&row).await);
                 }
             }
             Err(e) => {
                 for (_, done) in batch.drain(..) {
-                    let _ = done.send(Err(e.to_string()));
+                    let _ = done.send(Err(e.clone()));
                 }
             }
         }
@@ -73,55 +73,59 @@ async fn run(store: DeadLetterStore, mut rx: mpsc::Receiver<(Arc<DeadLetter>, Do
 mod tests {
     use super::*;
     use crate::{
-        deadletter::{Body, testdb::TestDb},
+        deadletter::{row::Parts, testdb::TestDb},
         domain::{Channel, ErrorCode},
     };
 
-    fn row(job: &str, response: usize) -> Arc<DeadLetter> {
-        Arc::new(DeadLetter {
-            job_id: job.into(),
+    fn row(job: &str, reason: &str) -> Arc<DeadLetter> {
+        Arc::new(DeadLetter::new(Parts {
+            job_id: job,
             channel: Channel::Sms,
             provider: None,
             error_code: ErrorCode::InvalidJob,
-            reason: "r".into(),
+            reason,
             http_status: None,
-            provider_response: Some("x".repeat(response)),
-            body: Body::Raw(b"raw".to_vec()),
+            provider_response: Some("x"),
+            payload: None,
+            raw: b"raw",
             attempts: 0,
-            source_queue: "q".into(),
-        })
+            source_queue: "q",
+        }))
     }
 
     #[tokio::test]
     async fn batches_keep_one_row_per_job_and_one_bad_row_does_not_block_the_rest() {
         let db = TestDb::new().await;
+        // An operator's constraint the worker cannot know of.
+        sqlx::query("ALTER TABLE dead_letters ADD CHECK (reason <> 'refused')")
+            .execute(db.store.pool())
+            .await
+            .unwrap();
         let writer = DeadLetterWriter::spawn(db.store.clone());
         // Sent at once, so they share batches: duplicate jobs, and a row the
-        // table refuses (provider_response over 4 KiB).
+        // table refuses.
         let mut jobs = Vec::new();
         for i in 0..50 {
             let w = writer.clone();
             let r = if i == 25 {
-                row("too-big", 5000)
+                row("refused", "refused")
             } else {
-                row(&format!("j{}", i % 40), 10)
+                row(&format!("j{}", i % 40), "r")
             };
             jobs.push(tokio::spawn(async move { w.write(r).await }));
         }
         let mut new_rows = 0;
-        let mut failed = 0;
+        let mut failed = Vec::new();
         for j in jobs {
             match j.await.unwrap() {
                 Ok(true) => new_rows += 1,
                 Ok(false) => {}
-                Err(_) => failed += 1,
+                Err(e) => failed.push(e),
             }
         }
-        assert_eq!(
-            (new_rows, failed),
-            (39, 1),
-            "39 distinct jobs written once each; the oversize row alone failed"
-        );
+        assert_eq!(new_rows, 39, "39 distinct jobs written once each");
+        assert_eq!(failed.len(), 1, "the refused row alone failed");
+        assert!(failed[0].about_the_row, "{:?}", failed[0]);
         let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM dead_letters")
             .fetch_one(db.store.pool())
             .await

@@ -1,7 +1,7 @@
 //! Admin HTTP: `/healthz`, `/readyz`, `/metrics` (contract section 5).
 
+use super::metrics::Metrics;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use metrics_exporter_prometheus::PrometheusHandle;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -15,14 +15,14 @@ pub(crate) trait Readiness: Send + Sync + 'static {
 
 struct AppState<R> {
     readiness: Arc<R>,
-    metrics: PrometheusHandle,
+    metrics: Arc<Metrics>,
 }
 
 impl<R> Clone for AppState<R> {
     fn clone(&self) -> Self {
         Self {
             readiness: Arc::clone(&self.readiness),
-            metrics: self.metrics.clone(),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -39,7 +39,7 @@ pub struct BindError {
 pub(crate) async fn serve<R: Readiness>(
     addr: SocketAddr,
     readiness: Arc<R>,
-    metrics: PrometheusHandle,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), BindError> {
     let listener = TcpListener::bind(addr)
@@ -48,14 +48,14 @@ pub(crate) async fn serve<R: Readiness>(
     let local = listener
         .local_addr()
         .map_err(|source| BindError { addr, source })?;
-    let upkeep = metrics.clone();
+    let upkeep = Arc::clone(&metrics);
     let upkeep_stop = shutdown.clone();
     tokio::spawn(async move {
         // The exporter's histograms need upkeep to drain their buffers.
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
-                _ = tick.tick() => upkeep.run_upkeep(),
+                _ = tick.tick() => upkeep.upkeep(),
                 () = upkeep_stop.cancelled() => return,
             }
         }

@@ -13,7 +13,9 @@ use metrics::{
     gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::{array, time::Duration};
+
+pub(crate) use super::held::{HeldWrite, HeldWrites};
+use std::{array, sync::Arc, time::Duration};
 
 pub(crate) const JOBS: &str = "notify_jobs_total";
 pub(crate) const DEAD_LETTERS: &str = "notify_dead_letters_total";
@@ -25,6 +27,9 @@ pub(crate) const PROVIDER_PAUSED: &str = "notify_provider_paused";
 pub(crate) const CONSUMERS_RUNNING: &str = "notify_consumers_running";
 pub(crate) const REDELIVERY_LIMIT: &str = "notify_redelivery_limit_total";
 pub(crate) const KEY_RELOADS: &str = "notify_key_reloads_total";
+pub(crate) const WRITES_HELD: &str = "notify_dead_letter_writes_held";
+pub(crate) const OLDEST_HELD: &str = "notify_dead_letter_oldest_held_seconds";
+pub(crate) const DEGRADED: &str = "notify_dead_letters_degraded_total";
 
 /// How a job's delivery ended, as `notify_jobs_total` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +89,9 @@ impl KeyReload {
 /// `status_class` label values of the provider call histogram.
 const STATUS_CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other", "transport"];
 
-/// Every series the worker exports, registered once.
+/// Every series the worker exports, registered once, and what renders them.
 pub(crate) struct Metrics {
+    handle: PrometheusHandle,
     jobs: [[Counter; Outcome::ALL.len()]; 2],
     dead_letters: [[Counter; ErrorCode::LABELS.len()]; 2],
     retries: [Counter; 2],
@@ -96,6 +102,8 @@ pub(crate) struct Metrics {
     paused: [[Gauge; PauseReason::LABELS.len()]; 2],
     write_failures: Counter,
     key_reloads: [[Counter; KeyReload::ALL.len()]; 2],
+    degraded: Counter,
+    held: Arc<HeldWrites>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -105,9 +113,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// A fresh recorder with every series registered at zero, and the
-    /// handle that renders it for `/metrics`.
-    pub(crate) fn new() -> (Self, PrometheusHandle) {
+    /// A fresh recorder with every series registered at zero.
+    pub(crate) fn new() -> Self {
         // Fails only for an empty bucket list; the default buckets would do.
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(
@@ -117,11 +124,21 @@ impl Metrics {
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
-        let metrics = metrics::with_local_recorder(&recorder, Self::register);
-        (metrics, handle)
+        metrics::with_local_recorder(&recorder, || Self::register(handle))
     }
 
-    fn register() -> Self {
+    /// The Prometheus text of every series, ages brought up to date.
+    pub(crate) fn render(&self) -> String {
+        self.held.refresh();
+        self.handle.render()
+    }
+
+    /// Housekeeping the exporter needs now and then (histogram buffers).
+    pub(crate) fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    fn register(handle: PrometheusHandle) -> Self {
         describe_counter!(JOBS, "Jobs settled, by channel and outcome.");
         describe_counter!(
             DEAD_LETTERS,
@@ -151,10 +168,24 @@ impl Metrics {
             KEY_RELOADS,
             "Changes seen in a key file, by provider and result (rotated, refused, unreadable)."
         );
+        describe_counter!(
+            DEGRADED,
+            "Dead-letter rows the table refused in full, stored without payload and provider response."
+        );
+        describe_gauge!(
+            WRITES_HELD,
+            "Deliveries held unacked because their dead-letter row cannot be written yet."
+        );
+        describe_gauge!(
+            OLDEST_HELD,
+            Unit::Seconds,
+            "How long the oldest delivery held for its dead-letter row has waited; 0 when none."
+        );
         let per_channel = |name: &'static str| {
             array::from_fn(|c| counter!(name, "channel" => Channel::ALL[c].as_str()))
         };
         Self {
+            handle,
             jobs: array::from_fn(|c| {
                 array::from_fn(
                     |o| counter!(JOBS, "channel" => Channel::ALL[c].as_str(), "outcome" => Outcome::ALL[o].as_str()),
@@ -184,6 +215,8 @@ impl Metrics {
                 })
             }),
             write_failures: counter!(DEAD_LETTER_WRITE_FAILURES),
+            degraded: counter!(DEGRADED),
+            held: Arc::new(HeldWrites::new(gauge!(WRITES_HELD), gauge!(OLDEST_HELD))),
             key_reloads: array::from_fn(|p| {
                 array::from_fn(
                     |r| counter!(KEY_RELOADS, "provider" => Provider::ALL[p].as_str(), "result" => KeyReload::ALL[r].as_str()),
@@ -210,6 +243,15 @@ impl Metrics {
 
     pub(crate) fn dead_letter_write_failed(&self) {
         self.write_failures.increment(1);
+    }
+
+    pub(crate) fn dead_letter_degraded(&self) {
+        self.degraded.increment(1);
+    }
+
+    /// Counts a delivery as held for the database until the guard drops.
+    pub(crate) fn hold_for_database(&self) -> HeldWrite {
+        HeldWrites::hold(&self.held)
     }
 
     pub(crate) fn key_reload(&self, provider: Provider, result: KeyReload) {
@@ -269,8 +311,8 @@ mod tests {
 
     #[test]
     fn each_worker_has_its_own_series_all_present_from_the_start() {
-        let (a, text_a) = Metrics::new();
-        let (_b, text_b) = Metrics::new();
+        let a = Metrics::new();
+        let b = Metrics::new();
         a.job_settled(Channel::Sms, Outcome::Sent);
         a.dead_lettered(
             Channel::Email,
@@ -278,7 +320,19 @@ mod tests {
         );
         let reason = PauseReason::Auth(ProviderCode::parse("invalid_api_key").unwrap());
         a.set_paused(Provider::MigoSmtp, Some(&reason));
-        let a = text_a.render();
+        let held = a.hold_for_database();
+        let a_text = a.render();
+        assert!(
+            a_text.contains("notify_dead_letter_writes_held 1"),
+            "{a_text}"
+        );
+        drop(held);
+        assert!(a.render().contains("notify_dead_letter_writes_held 0"));
+        assert!(
+            a.render()
+                .contains("notify_dead_letter_oldest_held_seconds 0")
+        );
+        let a = a_text;
         assert!(
             a.contains(r#"notify_jobs_total{channel="sms",outcome="sent"} 1"#),
             "{a}"
@@ -294,7 +348,7 @@ mod tests {
         assert!(a.contains(r#"notify_provider_paused{provider="migosmtp",reason="outage"} 0"#));
         assert!(a.contains("# HELP notify_jobs_total"));
         // The other worker saw none of it, yet shows every series at zero.
-        let b = text_b.render();
+        let b = b.render();
         assert!(
             b.contains(r#"notify_jobs_total{channel="sms",outcome="sent"} 0"#),
             "{b}"

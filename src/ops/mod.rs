@@ -2,6 +2,7 @@
 //! logging and the shutdown signal.
 
 pub(crate) mod admin;
+mod held;
 pub(crate) mod metrics;
 pub(crate) mod shutdown;
 pub(crate) mod telemetry;

@@ -9,7 +9,7 @@ mod settle;
 pub(crate) use retry::RetryPolicy;
 
 use crate::{
-    deadletter::{Body, DeadLetter, DeadLetterWriter},
+    deadletter::{DeadLetter, DeadLetterWriter, Parts},
     domain::{Channel, DecodeInput, ErrorCode, JobId, Provider, decode},
     ops::metrics::Metrics,
     provider::{Gate, ProviderClient},
@@ -160,21 +160,21 @@ impl Pipeline {
         payload: Option<serde_json::Value>,
         failure: Failure,
     ) -> Box<DeadLetter> {
-        // An oversize body is stored only up to the limit.
-        let raw = &delivery.data[..delivery.data.len().min(self.max_body_bytes)];
-        Box::new(DeadLetter {
-            job_id: job_id.as_str().to_owned(),
+        Box::new(DeadLetter::new(Parts {
+            job_id: job_id.as_str(),
             channel,
             // Null when no call was made (contract section 4).
             provider: (failure.attempts > 0).then(|| Provider::for_channel(channel)),
             error_code: failure.error_code,
-            reason: failure.reason,
+            reason: &failure.reason,
             http_status: failure.http_status,
-            provider_response: failure.provider_response,
-            body: Body::new(payload, raw),
+            provider_response: failure.provider_response.as_deref(),
+            payload,
+            // An oversize body is stored only up to the limit.
+            raw: &delivery.data[..delivery.data.len().min(self.max_body_bytes)],
             attempts: failure.attempts,
-            source_queue: self.source_queues[channel.index()].clone(),
-        })
+            source_queue: &self.source_queues[channel.index()],
+        }))
     }
 }
 

@@ -3,8 +3,8 @@
 //! settled.
 
 use crate::{
-    deadletter::{DeadLetter, DeadLetterWriter},
-    ops::metrics::{Metrics, Outcome},
+    deadletter::{DeadLetter, DeadLetterWriter, InsertError},
+    ops::metrics::{HeldWrite, Metrics, Outcome},
 };
 use backon::{ExponentialBuilder, Retryable};
 use lapin::{
@@ -55,9 +55,12 @@ fn insert_retries() -> ExponentialBuilder {
         .without_max_times()
 }
 
-/// Carries out `settlement`. A failing dead-letter insert is retried with
-/// capped backoff while the worker runs, holding the delivery unacked; on
-/// shutdown the delivery is given back instead.
+/// Carries out `settlement`. A dead-letter insert that fails for the
+/// database's sake is retried with capped backoff while the worker runs,
+/// holding the delivery unacked (and counted as held); on shutdown the
+/// delivery is given back instead. A row the table refuses for its content
+/// is stored degraded, so no delivery waits forever on a row that can
+/// never be written.
 pub(crate) async fn settle(
     settlement: Settlement,
     acker: &Acker,
@@ -70,10 +73,37 @@ pub(crate) async fn settle(
         Settlement::Requeue => return requeue(acker).await,
         Settlement::DeadLetter(row) => Arc::from(row),
     };
-    // Shutdown ends the waits between tries, not a try: a row being
-    // committed is let finish, so its job is acked, not sent again.
+    let mut held = None;
+    let written = match write(&row, false, writer, metrics, &mut held, shutdown).await {
+        Err(refused) if refused.about_the_row => {
+            metrics.dead_letter_degraded();
+            tracing::warn!(job_id = %row.job_id, channel = %row.channel, error = %refused, "the table refused the dead-letter row; storing it without payload and provider response");
+            let degraded = Arc::new(row.degraded(&refused.message));
+            write(&degraded, true, writer, metrics, &mut held, shutdown).await
+        }
+        written => written,
+    };
+    match written {
+        Ok(new_row) => ack(acker, Settled::DeadLettered { new_row }).await,
+        // Shutdown came while the row could not be written: give it back.
+        Err(_) => requeue(acker).await,
+    }
+}
+
+/// Writes `row`, trying again while the failure is the database's (or any
+/// failure, when `always`), until it is written or shutdown comes.
+/// Shutdown ends the waits between tries, not a try: a row being committed
+/// is let finish, so its job is acked, not sent again.
+async fn write(
+    row: &Arc<DeadLetter>,
+    always: bool,
+    writer: &DeadLetterWriter,
+    metrics: &Metrics,
+    held: &mut Option<HeldWrite>,
+    shutdown: &CancellationToken,
+) -> Result<bool, InsertError> {
     let stop = shutdown.clone();
-    let written = (|| writer.write(Arc::clone(&row)))
+    (|| writer.write(Arc::clone(row)))
         .retry(insert_retries())
         .sleep(move |wait| {
             let stop = stop.clone();
@@ -84,17 +114,13 @@ pub(crate) async fn settle(
                 }
             }
         })
-        .when(|_| !shutdown.is_cancelled())
+        .when(|e| (always || !e.about_the_row) && !shutdown.is_cancelled())
         .notify(|e, wait| {
             metrics.dead_letter_write_failed();
+            held.get_or_insert_with(|| metrics.hold_for_database());
             tracing::error!(job_id = %row.job_id, channel = %row.channel, error = %e, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "dead-letter write failed; holding the job unacked");
         })
-        .await;
-    match written {
-        Ok(new_row) => ack(acker, Settled::DeadLettered { new_row }).await,
-        // Shutdown came while the row could not be written: give it back.
-        Err(_) => requeue(acker).await,
-    }
+        .await
 }
 
 async fn ack(acker: &Acker, settled: Settled) -> Settled {

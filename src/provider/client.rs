@@ -10,16 +10,14 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-/// Largest provider body kept (for `dead_letters.provider_response`).
-pub(crate) const MAX_RESPONSE_BYTES: usize = 4096;
-
 /// What one call came back with.
 #[derive(Debug, Clone)]
 pub(crate) enum Answer {
     Http {
         status: u16,
         retry_after: Option<Duration>,
-        /// At most [`MAX_RESPONSE_BYTES`], cut on a character boundary.
+        /// As text, at most `NOTIFY_MAX_RESPONSE_BYTES` of it; any key the
+        /// provider echoed replaced by `[redacted]`.
         body: String,
     },
     /// No response: connect error, reset, timeout.
@@ -137,7 +135,7 @@ impl ProviderClient {
         let response = Answer::Http {
             status: reply.status,
             retry_after,
-            body: truncate_utf8(text.as_bytes(), MAX_RESPONSE_BYTES),
+            body: text,
         };
         (response, started.elapsed())
     }
@@ -163,29 +161,10 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// Keeps at most `max` bytes of `bytes` as text, cut on a character boundary;
-/// NUL, which Postgres text refuses, becomes U+FFFD.
-pub(crate) fn truncate_utf8(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].replace('\0', "\u{FFFD}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::provider::HttpVersion;
-
-    #[test]
-    fn truncates_on_char_boundaries() {
-        let s = "é".repeat(3000);
-        let t = truncate_utf8(s.as_bytes(), MAX_RESPONSE_BYTES);
-        assert!(t.len() <= MAX_RESPONSE_BYTES);
-        assert_eq!(truncate_utf8(b"a\0b", 10), "a\u{FFFD}b");
-    }
 
     #[test]
     fn parses_both_retry_after_forms() {
@@ -230,6 +209,7 @@ mod tests {
             version,
             max_in_flight,
             streams_per_connection: 100,
+            max_response_bytes: 64 * 1024,
         }
     }
 }

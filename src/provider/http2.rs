@@ -8,15 +8,15 @@
 //! connection is a hyper `SendRequest`, opened on first use and again once
 //! it has closed. Pooling is [`super::transport`]'s job: one [`Slot`] per lane.
 
+use super::body::chain;
 use crate::domain::Provider;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{
     Request, Response,
     body::Incoming,
     client::conn::http2::{Builder, SendRequest},
-    header::{HeaderValue, RETRY_AFTER},
 };
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::{sync::Arc, time::Duration};
@@ -31,9 +31,6 @@ use tokio_rustls::{
 
 pub(crate) type RequestBody = Full<Bytes>;
 
-/// Most of a response body read; [`super::client`] keeps less still.
-const MAX_BODY_READ: usize = 64 * 1024;
-
 /// Why a call got no response. The kind comes first in the text, as in
 /// reqwest's errors, so reasons read the same whatever the version.
 #[derive(Debug, thiserror::Error)]
@@ -42,16 +39,6 @@ pub(crate) enum CallError {
     Connect(String),
     #[error("request error: {0}")]
     Request(String),
-    #[error("body error: {0}")]
-    Body(String),
-}
-
-/// A response, with the body read (up to [`MAX_BODY_READ`]).
-#[derive(Debug)]
-pub(crate) struct HttpReply {
-    pub(crate) status: u16,
-    pub(crate) retry_after: Option<HeaderValue>,
-    pub(crate) body: Bytes,
 }
 
 /// Opens connections to one provider: TCP, then on https TLS offering h2
@@ -62,6 +49,8 @@ pub(crate) struct Connector {
     port: u16,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
+    /// Bytes a provider may send on one stream before we read them.
+    stream_window: u32,
 }
 
 /// What a new connection turned out to be.
@@ -79,6 +68,7 @@ impl Connector {
         provider: Provider,
         url: &reqwest::Url,
         connect_timeout: Duration,
+        max_response_bytes: usize,
     ) -> Result<Self, String> {
         let host = url
             .host_str()
@@ -102,6 +92,10 @@ impl Connector {
             port,
             tls,
             connect_timeout,
+            // At least the protocol's default; at most what a body may be.
+            stream_window: u32::try_from(max_response_bytes)
+                .unwrap_or(u32::MAX)
+                .max(65_535),
         })
     }
 
@@ -146,6 +140,11 @@ impl Connector {
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true)
+            // hyper lets a provider send 2 MiB per stream and 5 MiB per
+            // connection before anything is read; a body is bounded, so
+            // is what waits for the reader.
+            .initial_stream_window_size(self.stream_window)
+            .initial_connection_window_size(self.stream_window.max(1 << 20))
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| chain(&e))?;
@@ -206,15 +205,15 @@ impl Default for Slot {
 }
 
 impl Slot {
-    /// Sends `request()` on this slot's connection and reads the reply;
-    /// `Ok(None)` if the provider declined HTTP/2. A request the provider
+    /// Sends `request()` on this slot's connection and waits for the
+    /// response head; `Ok(None)` if the provider declined HTTP/2. A request the provider
     /// never processed (the connection closed before it was sent, the
     /// stream refused, or past a graceful GOAWAY) goes once more at once.
     pub(crate) async fn call(
         &self,
         connector: &Arc<Connector>,
         request: impl Fn() -> Request<RequestBody>,
-    ) -> Result<Option<HttpReply>, CallError> {
+    ) -> Result<Option<Response<Incoming>>, CallError> {
         let mut retried = false;
         loop {
             let mut sender = match self.sender(connector) {
@@ -225,7 +224,7 @@ impl Slot {
                 },
             };
             match sender.try_send_request(request()).await {
-                Ok(response) => return read(response).await.map(Some),
+                Ok(response) => return Ok(Some(response)),
                 Err(e) if !retried && (e.message().is_some() || unprocessed(e.error())) => {
                     retried = true;
                 }
@@ -268,29 +267,6 @@ impl Slot {
     }
 }
 
-async fn read(response: Response<Incoming>) -> Result<HttpReply, CallError> {
-    let status = response.status().as_u16();
-    let retry_after = response.headers().get(RETRY_AFTER).cloned();
-    let mut incoming = response.into_body();
-    let mut body = BytesMut::new();
-    // Dropping the rest of a huge body resets the stream, nothing more.
-    while body.len() < MAX_BODY_READ {
-        let Some(frame) = incoming.frame().await else {
-            break;
-        };
-        let frame = frame.map_err(|e| CallError::Body(chain(&e)))?;
-        if let Ok(data) = frame.into_data() {
-            let room = MAX_BODY_READ - body.len();
-            body.extend_from_slice(&data[..data.len().min(room)]);
-        }
-    }
-    Ok(HttpReply {
-        status,
-        retry_after,
-        body: body.freeze(),
-    })
-}
-
 /// Whether the server said it did not process the request: REFUSED_STREAM,
 /// or a graceful GOAWAY (RFC 9113, 8.7), so it is safe to send again.
 fn unprocessed(e: &hyper::Error) -> bool {
@@ -299,15 +275,4 @@ fn unprocessed(e: &hyper::Error) -> bool {
     };
     h2.reason() == Some(h2::Reason::REFUSED_STREAM)
         || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR))
-}
-
-/// An error and its sources on one line.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
 }

@@ -2,6 +2,7 @@
 //! transport, the key-file watcher that rotates its key, and the gate that
 //! holds its calls back while it is paused (policy in `pause`, pure).
 
+mod body;
 mod client;
 mod gate;
 mod http2;

@@ -8,7 +8,10 @@
 //! the next is used, and connects on first use, so a light load keeps one
 //! connection.
 
-use super::http2::{Connector, HttpReply, RequestBody, Slot, chain};
+use super::{
+    body::{HttpReply, chain, read_bounded},
+    http2::{Connector, RequestBody, Slot},
+};
 use crate::domain::Provider;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -24,6 +27,7 @@ use std::{
     },
     time::Duration,
 };
+use tokio::time::Instant;
 
 /// The HTTP version spoken to providers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,6 +53,8 @@ pub(crate) struct HttpOptions {
     /// HTTP/2 only: calls aimed at one connection; at most the provider's
     /// `SETTINGS_MAX_CONCURRENT_STREAMS`.
     pub(crate) streams_per_connection: usize,
+    /// Most of a response body read; the rest is never buffered.
+    pub(crate) max_response_bytes: usize,
 }
 
 impl HttpOptions {
@@ -140,7 +146,12 @@ impl Transport {
                         in_flight: AtomicUsize::new(0),
                     })
                     .collect(),
-                connector: Arc::new(Connector::new(provider, &url, options.connect_timeout())?),
+                connector: Arc::new(Connector::new(
+                    provider,
+                    &url,
+                    options.connect_timeout(),
+                    options.max_response_bytes,
+                )?),
                 fallback: OnceLock::new(),
             }
         } else {
@@ -167,11 +178,13 @@ impl Transport {
         }
     }
 
-    /// POSTs `call` within the call timeout. `Err` holds why no response
-    /// came, kind first (timeout, connect error, ...).
+    /// POSTs `call` within the call timeout, queueing for a connection and
+    /// reading the body included. `Err` holds why no response came, kind
+    /// first (timeout, connect error, ...).
     pub(crate) async fn call(&self, call: &Call) -> Result<HttpReply, String> {
+        let deadline = Instant::now() + self.options.timeout;
         let (lanes, connector, fallback) = match &self.engine {
-            Engine::Http1(http) => return self.call_reqwest(http, call).await,
+            Engine::Http1(http) => return self.call_reqwest(http, call, deadline).await,
             Engine::Http2 {
                 lanes,
                 connector,
@@ -179,13 +192,22 @@ impl Transport {
             } => (lanes, connector, fallback),
         };
         if let Some(http) = fallback.get() {
-            return self.call_reqwest(http, call).await;
+            return self.call_reqwest(http, call, deadline).await;
         }
         let lane = take_lane(lanes, self.options.room());
         let request = || self.request(call);
-        let sent = tokio::time::timeout(self.options.timeout, lane.0.slot.call(connector, request));
+        let sent = tokio::time::timeout_at(deadline, lane.0.slot.call(connector, request));
         match sent.await {
-            Ok(Ok(Some(reply))) => return Ok(reply),
+            Ok(Ok(Some(response))) => {
+                let status = response.status().as_u16();
+                let retry_after = response.headers().get(RETRY_AFTER).cloned();
+                let body = self.read(response.into_body(), status, deadline).await;
+                return Ok(HttpReply {
+                    status,
+                    retry_after,
+                    body,
+                });
+            }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => {
@@ -203,7 +225,18 @@ impl Transport {
             // defaults still talk HTTP/1.1.
             http1_client(&self.options).unwrap_or_default()
         });
-        self.call_reqwest(http, call).await
+        self.call_reqwest(http, call, deadline).await
+    }
+
+    /// The body, within the bound and the deadline; the status stands
+    /// whatever happens to the body (see [`super::body`]).
+    async fn read(&self, body: impl super::body::Chunks, status: u16, deadline: Instant) -> Bytes {
+        let max = self.options.max_response_bytes;
+        let (body, cut) = read_bounded(body, max, deadline).await;
+        if let Some(cut) = cut {
+            tracing::debug!(provider = %self.provider, status, kept = body.len(), ?cut, "provider body not read to its end");
+        }
+        body
     }
 
     fn request(&self, call: &Call) -> Request<RequestBody> {
@@ -217,7 +250,12 @@ impl Transport {
         request
     }
 
-    async fn call_reqwest(&self, http: &reqwest::Client, call: &Call) -> Result<HttpReply, String> {
+    async fn call_reqwest(
+        &self,
+        http: &reqwest::Client,
+        call: &Call,
+        deadline: Instant,
+    ) -> Result<HttpReply, String> {
         let response = http
             .post(self.url.clone())
             .header(AUTHORIZATION, call.authorization.clone())
@@ -228,23 +266,12 @@ impl Transport {
             .map_err(|e| describe(&e))?;
         let status = response.status().as_u16();
         let retry_after = response.headers().get(RETRY_AFTER).cloned();
-        match response.bytes().await {
-            Ok(body) => Ok(HttpReply {
-                status,
-                retry_after,
-                body,
-            }),
-            // The provider said yes; a body lost after that changes nothing.
-            Err(e) if status < 300 => {
-                tracing::debug!(provider = %self.provider, error = %describe(&e), "provider body unreadable after 2xx");
-                Ok(HttpReply {
-                    status,
-                    retry_after,
-                    body: Bytes::new(),
-                })
-            }
-            Err(e) => Err(describe(&e)),
-        }
+        let body = self.read(response, status, deadline).await;
+        Ok(HttpReply {
+            status,
+            retry_after,
+            body,
+        })
     }
 }
 
@@ -310,6 +337,7 @@ mod tests {
             version,
             max_in_flight,
             streams_per_connection: 100,
+            max_response_bytes: 64 * 1024,
         };
         let url = reqwest::Url::parse("http://127.0.0.1:9/v1/email/send").unwrap();
         Transport::new(Provider::MigoSmtp, options, url).unwrap()

@@ -4,6 +4,7 @@
 mod admin;
 mod binary;
 mod decoding;
+mod hardening;
 mod operations;
 mod outcomes;
 mod resilience;

@@ -3,43 +3,6 @@
 
 use crate::support::*;
 use notify_worker::{NewEmail, NewJob, NewSms, PublishError, Publisher};
-use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_notify-worker");
-
-impl TestEnv {
-    /// Runs a `notify-worker` command against this environment.
-    async fn cli(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-        use tokio::io::AsyncWriteExt;
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.env_clear()
-            .env("AMQP_URL", AMQP)
-            .env("DATABASE_URL", &self.database_url)
-            .env("NOTIFY_EXCHANGE", &self.exchange)
-            .env("NOTIFY_EMAIL_QUEUE", &self.email_queue)
-            .env("NOTIFY_SMS_QUEUE", &self.sms_queue)
-            .env("NOTIFY_LOG_LEVEL", "warn")
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).await.unwrap();
-        }
-        drop(input);
-        let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
 
 #[tokio::test]
 async fn enqueued_jobs_are_delivered_and_the_exit_code_tells_whether_all_were_confirmed() {

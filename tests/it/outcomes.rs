@@ -302,6 +302,12 @@ async fn a_failed_dead_letter_insert_leaves_the_job_unacked() {
     worker
         .wait_metric("notify_dead_letter_write_failures_total", 2.0)
         .await;
+    // A table missing during a migration is the database's trouble: the
+    // delivery is held, visibly.
+    assert_eq!(
+        worker.metric("notify_dead_letter_writes_held").await,
+        Some(1.0)
+    );
     let (_, metrics) = worker.get("/metrics").await;
     assert!(!metrics.contains(EMAIL_KEY));
     assert_eq!(

@@ -13,6 +13,7 @@ use axum::{
     routing::post,
 };
 use clap::Parser;
+use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties,
     options::{
@@ -92,6 +93,8 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
     pub delay: Duration,
+    /// Send the head and the body, then nothing more, never ending.
+    pub stall: bool,
 }
 
 impl Reply {
@@ -104,7 +107,13 @@ impl Reply {
             headers: Vec::new(),
             body: body.to_owned(),
             delay: Duration::ZERO,
+            stall: false,
         }
+    }
+    /// The body's end never comes: the response stalls after it.
+    pub fn stalling(mut self) -> Self {
+        self.stall = true;
+        self
     }
     pub fn header(mut self, name: &'static str, value: &str) -> Self {
         self.headers.push((name, value.to_owned()));
@@ -308,11 +317,38 @@ async fn handle(
     }
     state.calls.lock().unwrap().push(call);
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
-    let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+    let status = StatusCode::from_u16(reply.status).unwrap();
+    let mut response = if reply.stall {
+        let first =
+            futures_util::stream::once(
+                async move { Ok::<_, std::io::Error>(Bytes::from(reply.body)) },
+            );
+        let body = axum::body::Body::from_stream(first.chain(futures_util::stream::pending()));
+        (status, body).into_response()
+    } else {
+        (status, reply.body).into_response()
+    };
     for (name, value) in reply.headers {
         response.headers_mut().insert(name, value.parse().unwrap());
     }
     response
+}
+
+/// A loopback URL whose server reads each request and closes the
+/// connection without a word, as a crashing provider would.
+pub async fn cutting_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+            });
+        }
+    });
+    url
 }
 
 /// A loopback URL nobody listens on: every connection is refused.
@@ -591,6 +627,40 @@ impl TestEnv {
             .execute(&admin)
             .await;
         }
+    }
+}
+
+impl TestEnv {
+    /// Runs a `notify-worker` command against this environment.
+    pub async fn cli(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        use tokio::io::AsyncWriteExt;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_notify-worker"));
+        cmd.env_clear()
+            .env("AMQP_URL", AMQP)
+            .env("DATABASE_URL", &self.database_url)
+            .env("NOTIFY_EXCHANGE", &self.exchange)
+            .env("NOTIFY_EMAIL_QUEUE", &self.email_queue)
+            .env("NOTIFY_SMS_QUEUE", &self.sms_queue)
+            .env("NOTIFY_LOG_LEVEL", "warn")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).await.unwrap();
+        }
+        drop(input);
+        let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 
