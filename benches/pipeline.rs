@@ -12,7 +12,10 @@
 //! (d) worker RSS idle, at 1,000 and at 10,000 calls in flight;
 //! (e) a revoked-key storm (auth pause off): dead-letter rows/s;
 //! (f) peak RSS with K calls in flight whose answers are multi-MiB bodies,
-//!     against the same K with small bodies.
+//!     against the same K with small bodies;
+//! (g) a provider allowing L calls/s per API (429 + Retry-After beyond),
+//!     one and three worker processes: deliveries/s, 429 share;
+//! (h) an 8 s outage: how soon after recovery jobs flow again.
 //!
 //! For profiling: `--only d` runs some scenarios; `BENCH_RUNS`, `BENCH_JOBS`,
 //! `BENCH_RSS_IN_FLIGHT=2000`, `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink
@@ -51,6 +54,8 @@ struct Sizes {
     soak: usize,
     /// (f): calls in flight, MiB per body.
     huge: (usize, Vec<usize>),
+    /// (g): the provider's calls per second per API, and jobs per API.
+    limits: Vec<(f64, usize)>,
 }
 
 /// Completion times of provider calls, and what to answer.
@@ -141,6 +146,9 @@ async fn fake_with(
 
 #[path = "../tests/common/tls.rs"]
 mod tls;
+
+#[path = "pipeline/flow.rs"]
+mod flow;
 
 impl Fake {
     fn count(&self) -> usize {
@@ -657,7 +665,7 @@ async fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned()
-        .unwrap_or_else(|| "a,b,c,d,e,f".into());
+        .unwrap_or_else(|| "a,b,c,d,e,f,g,h".into());
     let run = |s: &str| {
         only.split(',')
             .any(|o| o == s || (s == "ab" && (o == "a" || o == "b")))
@@ -671,6 +679,7 @@ async fn main() {
             rss_in_flight: vec![100],
             soak: 1000,
             huge: (50, vec![1]),
+            limits: vec![(50.0, 100)],
         }
     } else {
         Sizes {
@@ -681,6 +690,7 @@ async fn main() {
             rss_in_flight: vec![1000, 10_000],
             soak: 200_000,
             huge: (1000, vec![8, 32]),
+            limits: vec![(50.0, 1500), (500.0, 15_000)],
         }
     };
     // `BENCH_RSS_IN_FLIGHT=2000` and `BENCH_RUNS=1` shorten a profiling run.
@@ -847,5 +857,62 @@ async fn main() {
             }
             println!("| {http} | {} |", cells.join(" | "));
         }
+    }
+    if run("g") {
+        println!(
+            "\n| (g) provider allowing L calls/s per API, 20 ms, quorum | workers | deliveries/s per API, share of L (email, sms) | 429s after the first 2 s | dead letters |"
+        );
+        println!("|---|---|---|---|---|");
+        for (rate, per_api) in sizes.limits.clone() {
+            for workers in [1, 3] {
+                let (mut shares, mut late, mut rows) = (Vec::new(), Vec::new(), 0);
+                for _ in 0..sizes.runs {
+                    let env = Env::new(QueueType::Quorum).await;
+                    let apis = flow::rate_limited(&env, rate, per_api, workers).await;
+                    env.drop_all().await;
+                    for api in apis {
+                        shares.push(api.share);
+                        late.push(api.throttled);
+                        rows = rows.max(api.dead_letters);
+                    }
+                }
+                let pct = |v: &[f64]| {
+                    v.iter()
+                        .map(|x| format!("{:.0}%", 100.0 * x))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                println!(
+                    "| L = {rate}, {per_api} jobs per API | {workers} | {:.0}% ({}) | {:.1}% ({}) | {rows} |",
+                    100.0 * median(shares.clone()),
+                    pct(&shares),
+                    100.0 * median(late.clone()),
+                    pct(&late),
+                );
+            }
+        }
+    }
+    if run("h") {
+        let (mut after, mut rows) = (Vec::new(), 0);
+        for _ in 0..sizes.runs {
+            let env = Env::new(QueueType::Quorum).await;
+            let (first, dead) = flow::outage(&env, Duration::from_secs(8), 500).await;
+            env.drop_all().await;
+            after.push(first.as_secs_f64());
+            rows = rows.max(dead);
+        }
+        println!(
+            "\n| (h) every call 503 for 8 s, then recovery, 500 jobs, quorum | first delivery after recovery | dead letters |"
+        );
+        println!("|---|---|---|");
+        println!(
+            "| default settings | {:.2} s ({}) | {rows} |",
+            median(after.clone()),
+            after
+                .iter()
+                .map(|a| format!("{a:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 }

@@ -11,7 +11,7 @@ use crate::{
         metrics::Metrics,
     },
     pipeline::{Pipeline, Route},
-    provider::{Gate, watch_key_file},
+    provider::{Gate, ProviderClient, watch_key_file},
 };
 use backon::{ExponentialBuilder, Retryable};
 use std::{
@@ -84,13 +84,16 @@ impl Worker {
         let store =
             DeadLetterStore::connect(url, &redact_url(url), Some(config.statement_timeout)).await?;
         let shutdown = CancellationToken::new();
-        let routes = config.clients.map(|client| {
-            let gate = Gate::new(client.provider(), config.pause, Arc::clone(&metrics));
+        let route = |client: ProviderClient, flow| {
+            let gate = Gate::new(client.provider(), config.pause, flow, Arc::clone(&metrics));
             Route {
                 client,
                 gate: Arc::new(gate),
             }
-        });
+        };
+        let [email, sms] = config.clients;
+        let [email_flow, sms_flow] = config.flow;
+        let routes = [route(email, email_flow), route(sms, sms_flow)];
         let topology = &config.session.topology;
         let pipeline = Arc::new(Pipeline {
             routes,

@@ -6,7 +6,7 @@ use crate::{
     broker::SessionPlan,
     domain::KeyError,
     pipeline::RetryPolicy,
-    provider::{ClientError, KeyFile, PausePolicy, ProviderClient},
+    provider::{ClientError, FlowPolicy, KeyFile, PausePolicy, ProviderClient},
 };
 use std::{net::SocketAddr, time::Duration};
 
@@ -39,6 +39,8 @@ pub struct WorkerConfig {
     pub(crate) key_poll: Duration,
     pub(crate) retry: RetryPolicy,
     pub(crate) pause: PausePolicy,
+    /// Flow control per channel, email's first.
+    pub(crate) flow: [FlowPolicy; 2],
     pub(crate) max_redeliveries: u64,
     pub(crate) consumers_per_queue: usize,
     pub(crate) admin_addr: SocketAddr,

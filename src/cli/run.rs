@@ -9,7 +9,7 @@ use crate::{
     domain::{ApiKey, Provider, redact_url},
     ops::shutdown,
     pipeline::RetryPolicy,
-    provider::{HttpOptions, HttpVersion, KeyFile, PausePolicy, ProviderClient},
+    provider::{FlowPolicy, HttpOptions, HttpVersion, KeyFile, PausePolicy, ProviderClient},
 };
 use clap::Args;
 use lapin::uri::AMQPUri;
@@ -138,7 +138,8 @@ pub struct RunArgs {
         default_value_t = 20
     )]
     pub breaker_failures: u32,
-    /// How long the outage breaker pauses a provider before a probe, in seconds.
+    /// Longest wait between outage probes, in seconds: the first comes after
+    /// 1 s, later ones wait twice as long each, at most half the outage so far.
     #[arg(long, env = "NOTIFY_BREAKER_COOLDOWN_SECS", value_name = "NOTIFY_BREAKER_COOLDOWN_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub breaker_cooldown_secs: u64,
     /// Consumers (AMQP channels) per queue, each with NOTIFY_PREFETCH unacked
@@ -160,6 +161,13 @@ pub struct RunArgs {
     /// buffered (a dead-letter row keeps 4 KiB of it).
     #[arg(long, env = "NOTIFY_MAX_RESPONSE_BYTES", value_name = "NOTIFY_MAX_RESPONSE_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(4096..=(16 * 1024 * 1024)))]
     pub max_response_bytes: u32,
+    /// MigoSMTP calls per second at most, whatever else (unset: no ceiling;
+    /// the pace is learnt from its 429s). Per worker process.
+    #[arg(long, env = "NOTIFY_MIGOSMTP_MAX_RPS", value_name = "NOTIFY_MIGOSMTP_MAX_RPS", value_parser = parse_rate)]
+    pub migosmtp_max_rps: Option<f64>,
+    /// Telnxo calls per second at most (unset: no ceiling). Per worker process.
+    #[arg(long, env = "NOTIFY_TELNXO_MAX_RPS", value_name = "NOTIFY_TELNXO_MAX_RPS", value_parser = parse_rate)]
+    pub telnxo_max_rps: Option<f64>,
     /// How often key files are checked for a new key, in milliseconds.
     #[arg(long, env = "NOTIFY_KEY_POLL_MS", value_name = "NOTIFY_KEY_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub key_poll_ms: u64,
@@ -219,6 +227,11 @@ impl TryFrom<RunArgs> for WorkerConfig {
         )?;
         let key_file =
             |path: &Option<PathBuf>, setting| path.clone().map(|path| KeyFile { path, setting });
+        let flow = |max_rate| FlowPolicy {
+            max_in_flight: http.max_in_flight,
+            max_rate,
+            retry_after_cap: Duration::from_millis(a.retry_after_max_ms),
+        };
         Ok(Self {
             session: SessionPlan {
                 uri: amqp,
@@ -236,6 +249,7 @@ impl TryFrom<RunArgs> for WorkerConfig {
                 outage_threshold: a.breaker_failures,
                 outage_cooldown: Duration::from_secs(a.breaker_cooldown_secs),
             },
+            flow: [flow(a.migosmtp_max_rps), flow(a.telnxo_max_rps)],
             max_redeliveries: a.max_redeliveries,
             statement_timeout: a.database.statement_timeout(),
             database_url: a.database.database_url,
@@ -252,6 +266,16 @@ impl TryFrom<RunArgs> for WorkerConfig {
             drain_timeout: Duration::from_secs(a.drain_timeout_secs),
             max_body_bytes: a.body.bytes(),
         })
+    }
+}
+
+/// A positive number of calls per second.
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.01 => Ok(rate),
+        _ => Err(format!(
+            "`{value}` is not a rate in calls per second (at least 0.01)"
+        )),
     }
 }
 

@@ -11,22 +11,28 @@ pub(crate) enum Class {
     Sent,
     /// 401, 402, 403: the key or the account is at fault, not the job.
     AuthFailure { code: ProviderCode, reason: String },
-    /// 408, 425, 429, 5xx, or no response at all: worth trying again.
+    /// 408, 425, 5xx, or no response at all: worth trying again.
     Transient,
+    /// 429, or 503 with `Retry-After`: transient too, but the provider is
+    /// asking to slow down. Flow control, not a failure of the job.
+    Throttled,
     /// Any other status: the provider refused this job.
     Rejected { code: Option<ProviderCode> },
 }
 
-/// Classifies a provider response by status and body.
-pub(crate) fn classify(status: u16, body: &str) -> Class {
+/// Classifies a provider response by status, body, and whether it said
+/// when to come back (`Retry-After`).
+pub(crate) fn classify(status: u16, body: &str, retry_after: bool) -> Class {
     match status {
+        429 => Class::Throttled,
+        503 if retry_after => Class::Throttled,
         200..=299 => Class::Sent,
         401..=403 => {
             let code = error_code(body).unwrap_or_else(|| AuthCode::default_for(status).into());
             let reason = auth_reason(status, &code, error_message(body).as_deref());
             Class::AuthFailure { code, reason }
         }
-        408 | 425 | 429 | 500..=599 => Class::Transient,
+        408 | 425 | 500..=599 => Class::Transient,
         _ => Class::Rejected {
             code: error_code(body),
         },
@@ -108,20 +114,27 @@ mod tests {
 
     #[test]
     fn classes_follow_the_contract_table() {
-        assert_eq!(classify(200, ""), Class::Sent);
-        assert_eq!(classify(202, ""), Class::Sent);
-        for s in [408, 425, 429, 500, 502, 503, 599] {
-            assert_eq!(classify(s, ""), Class::Transient, "{s}");
+        assert_eq!(classify(200, "", false), Class::Sent);
+        assert_eq!(classify(202, "", false), Class::Sent);
+        for s in [408, 425, 500, 502, 503, 599] {
+            assert_eq!(classify(s, "", false), Class::Transient, "{s}");
         }
+        assert_eq!(classify(429, "", false), Class::Throttled);
+        assert_eq!(classify(429, "", true), Class::Throttled);
+        assert_eq!(classify(503, "", true), Class::Throttled);
+        assert_eq!(classify(500, "", true), Class::Transient);
         for s in [301, 400, 404, 409, 413, 422] {
-            assert!(matches!(classify(s, ""), Class::Rejected { .. }), "{s}");
+            assert!(
+                matches!(classify(s, "", false), Class::Rejected { .. }),
+                "{s}"
+            );
         }
         for (s, expected) in [
             (401, AuthCode::Unauthorized),
             (402, AuthCode::PaymentRequired),
             (403, AuthCode::Forbidden),
         ] {
-            match classify(s, "not json") {
+            match classify(s, "not json", false) {
                 Class::AuthFailure { code, .. } => assert_eq!(code.known(), Some(expected)),
                 other => panic!("{s}: {other:?}"),
             }
@@ -164,7 +177,7 @@ mod tests {
         ];
         for (status, expected, cause, fix) in cases {
             let body = format!(r#"{{"error":{{"code":"{expected}","message":"m"}}}}"#);
-            let Class::AuthFailure { code, reason } = classify(status, &body) else {
+            let Class::AuthFailure { code, reason } = classify(status, &body, false) else {
                 panic!("{expected} not an auth failure");
             };
             assert_eq!(code.as_str(), expected);

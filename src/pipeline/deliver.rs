@@ -4,7 +4,7 @@ use super::{Route, retry::RetryPolicy};
 use crate::{
     domain::{Class, ErrorCode, Job, classify, error_code, error_message},
     ops::metrics::Metrics,
-    provider::{Answer, Attempt, Verdict},
+    provider::{Answer, Attempt, FlowOutcome, Verdict},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -74,17 +74,28 @@ pub(crate) async fn deliver(
             Answer::NoResponse(error) => (None, None, String::new(), Some(error)),
         };
         metrics.provider_call(provider, status, took);
-        let class = status.map_or(Class::Transient, |s| classify(s, &body));
+        let class = status.map_or(Class::Transient, |s| {
+            classify(s, &body, retry_after.is_some())
+        });
         let (attempt, fix) = match &class {
             Class::Sent | Class::Rejected { .. } => (Attempt::Answered, None),
             Class::AuthFailure { code, reason } => {
                 (Attempt::Auth(code.clone()), Some(reason.as_str()))
             }
             Class::Transient => (Attempt::Transient, None),
+            Class::Throttled => (Attempt::Throttled, None),
         };
-        let verdict = route.gate.record(permit, attempt, fix);
-        if verdict == Verdict::Hold {
-            // Paused by another job's auth failure: wait out the pause.
+        let outcome = match (&class, &no_response) {
+            (Class::Throttled, _) => FlowOutcome::Throttled { retry_after },
+            (_, Some(error)) => FlowOutcome::NoAnswer {
+                timeout: error.starts_with("timeout"),
+            },
+            _ => FlowOutcome::Answered { rtt: took },
+        };
+        let verdict = route.gate.record(permit, attempt, outcome, fix);
+        if matches!(verdict, Verdict::Hold | Verdict::Throttled) {
+            // Paused by another job's auth failure, or asked to slow down:
+            // the gate holds the next call back; nothing is spent.
             continue;
         }
         let failed = |error_code, reason| {
@@ -119,7 +130,7 @@ pub(crate) async fn deliver(
                 );
                 return failed(ErrorCode::Rejected, reason);
             }
-            Class::Transient => {}
+            Class::Transient | Class::Throttled => {}
         }
         let counts = verdict != (Verdict::Retry { counts: false });
         let Some(wait) = schedule.next(retry_after, counts) else {

@@ -4,6 +4,7 @@
 
 mod body;
 mod client;
+mod flow;
 mod gate;
 mod http2;
 mod keywatch;
@@ -12,6 +13,7 @@ mod transport;
 
 pub use client::ClientError;
 pub(crate) use client::{Answer, ProviderClient};
+pub(crate) use flow::{FlowPolicy, Outcome as FlowOutcome};
 pub(crate) use gate::Gate;
 pub(crate) use keywatch::{KeyFile, spawn as watch_key_file};
 pub(crate) use pause::{Attempt, PausePolicy, Verdict};

@@ -4,6 +4,7 @@
 mod admin;
 mod binary;
 mod decoding;
+mod flow;
 mod hardening;
 mod operations;
 mod outcomes;

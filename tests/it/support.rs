@@ -228,6 +228,26 @@ impl FakeProvider {
         tls::CA
     }
 
+    /// Allows `per_second` calls a second (a token bucket holding a second's
+    /// worth) and answers 429 with `Retry-After: 1` beyond that.
+    pub async fn rate_limited(per_second: f64) -> Self {
+        let bucket = Mutex::new((per_second, Instant::now()));
+        Self::start(move |_| {
+            let mut bucket = bucket.lock().unwrap();
+            let now = Instant::now();
+            let (tokens, last) = *bucket;
+            let tokens = (tokens + (now - last).as_secs_f64() * per_second).min(per_second);
+            if tokens >= 1.0 {
+                *bucket = (tokens - 1.0, now);
+                Reply::ok()
+            } else {
+                *bucket = (tokens, now);
+                Reply::status(429, r#"{"error":"rate_limited"}"#).header("retry-after", "1")
+            }
+        })
+        .await
+    }
+
     /// Answers 200 to everything.
     pub async fn accepting() -> Self {
         Self::start(|_| Reply::ok()).await
@@ -709,11 +729,15 @@ pub trait Admin {
 
     /// Waits until `series` reads at least `at_least`; returns the value.
     async fn wait_metric(&self, series: &str, at_least: f64) -> f64 {
-        eventually(
-            &format!("{series} >= {at_least}"),
-            Duration::from_secs(20),
-            || async { self.metric(series).await.filter(|v| *v >= at_least) },
-        )
+        self.wait_metric_for(series, at_least, Duration::from_secs(20))
+            .await
+    }
+
+    /// [`Admin::wait_metric`], waiting at most `limit`.
+    async fn wait_metric_for(&self, series: &str, at_least: f64, limit: Duration) -> f64 {
+        eventually(&format!("{series} >= {at_least}"), limit, || async {
+            self.metric(series).await.filter(|v| *v >= at_least)
+        })
         .await
     }
 }

@@ -19,8 +19,12 @@ pub(crate) struct PausePolicy {
     pub(crate) auth_pause: Duration,
     /// Transient failures in a row that open the breaker; zero turns it off.
     pub(crate) outage_threshold: u32,
+    /// Longest wait between outage probes.
     pub(crate) outage_cooldown: Duration,
 }
+
+/// The first wait before an outage probe.
+const FIRST_COOLDOWN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PauseState {
@@ -54,6 +58,9 @@ pub(crate) enum Attempt {
     Transient,
     /// Sent or rejected: the provider works and takes the key.
     Answered,
+    /// 429, or 503 with `Retry-After`: the provider works, and asks us to
+    /// slow down. No failure: flow control handles it.
+    Throttled,
 }
 
 /// What the job does next.
@@ -69,6 +76,8 @@ pub(crate) enum Verdict {
     /// Transient: retry; `counts` says whether it spends the job's budget
     /// (a failed probe does not).
     Retry { counts: bool },
+    /// Throttled: try again when flow control allows, spending nothing.
+    Throttled,
 }
 
 /// A change worth a log line and a metric.
@@ -84,6 +93,8 @@ pub(crate) struct Pause {
     policy: PausePolicy,
     state: PauseState,
     transient_in_a_row: u32,
+    /// When the current outage began (the breaker opened).
+    outage_since: Option<Instant>,
 }
 
 impl Pause {
@@ -92,7 +103,23 @@ impl Pause {
             policy,
             state: PauseState::Closed,
             transient_in_a_row: 0,
+            outage_since: None,
         }
+    }
+
+    /// The wait before the next outage probe: 1 s first, then doubling
+    /// while probes fail, but never past half the outage so far (so an
+    /// outage of T seconds costs at most about T/2 after it ends), and
+    /// never past `outage_cooldown`.
+    fn cooldown(&self, last: Option<Duration>, now: Instant) -> Duration {
+        let cap = self.policy.outage_cooldown.max(FIRST_COOLDOWN);
+        let Some(last) = last else {
+            return FIRST_COOLDOWN.min(cap);
+        };
+        let half_so_far = self.outage_since.map_or(Duration::ZERO, |since| {
+            now.saturating_duration_since(since) / 2
+        });
+        (last * 2).min(half_so_far).max(FIRST_COOLDOWN).min(cap)
     }
 
     pub(crate) fn admit(&mut self, now: Instant) -> Admit {
@@ -124,9 +151,36 @@ impl Pause {
                 if probing {
                     let after = self.why().unwrap_or(PauseReason::Outage);
                     self.state = PauseState::Closed;
+                    self.outage_since = None;
                     return (Verdict::Done, Some(Event::Resumed { after }));
                 }
                 (Verdict::Done, None)
+            }
+            Attempt::Throttled => {
+                self.transient_in_a_row = 0;
+                match &self.state {
+                    // An outage probe answered: the provider is back.
+                    PauseState::Probing {
+                        why: PauseReason::Outage,
+                        ..
+                    } if probing => {
+                        self.state = PauseState::Closed;
+                        self.outage_since = None;
+                        let after = PauseReason::Outage;
+                        (Verdict::Throttled, Some(Event::Resumed { after }))
+                    }
+                    // An auth probe throttled says nothing of the key: the
+                    // next job probes again, when flow control allows.
+                    PauseState::Probing { why, length } if probing => {
+                        self.state = PauseState::Open {
+                            until: now,
+                            why: why.clone(),
+                            length: *length,
+                        };
+                        (Verdict::Throttled, None)
+                    }
+                    _ => (Verdict::Throttled, None),
+                }
             }
             Attempt::Auth(code) => {
                 self.transient_in_a_row = 0;
@@ -149,7 +203,11 @@ impl Pause {
             Attempt::Transient => {
                 self.transient_in_a_row = self.transient_in_a_row.saturating_add(1);
                 if probing {
-                    let length = self.policy.outage_cooldown;
+                    let last = match &self.state {
+                        PauseState::Probing { length, .. } => Some(*length),
+                        _ => None,
+                    };
+                    let length = self.cooldown(last, now);
                     let why = self.why().unwrap_or(PauseReason::Outage);
                     // A failed probe leaves the reason as it was: an auth
                     // pause is not resumed by a provider that cannot answer.
@@ -161,7 +219,8 @@ impl Pause {
                     && self.transient_in_a_row >= threshold
                     && matches!(self.state, PauseState::Closed)
                 {
-                    let event = self.open(PauseReason::Outage, self.policy.outage_cooldown, now);
+                    self.outage_since = Some(now);
+                    let event = self.open(PauseReason::Outage, self.cooldown(None, now), now);
                     return (Verdict::Retry { counts: true }, Some(event));
                 }
                 (Verdict::Retry { counts: true }, None)
@@ -203,123 +262,4 @@ impl Pause {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const S: Duration = Duration::from_secs(1);
-
-    fn circuit(auth_secs: u64, threshold: u32) -> Pause {
-        Pause::new(PausePolicy {
-            auth_pause: S * auth_secs as u32,
-            outage_threshold: threshold,
-            outage_cooldown: S * 5,
-        })
-    }
-
-    fn code() -> ProviderCode {
-        ProviderCode::parse("invalid_api_key").unwrap()
-    }
-
-    fn auth() -> Attempt {
-        Attempt::Auth(code())
-    }
-
-    #[test]
-    fn auth_failure_pauses_holds_others_then_probes_and_doubles_to_the_cap() {
-        let t0 = Instant::now();
-        let mut c = circuit(30, 0);
-        assert_eq!(c.admit(t0), Admit::Go { probe: false });
-        let (v, e) = c.record(false, auth(), t0);
-        assert_eq!(v, Verdict::DeadLetter);
-        assert!(matches!(e, Some(Event::Paused { length, .. }) if length == S * 30));
-        // A concurrent job's auth failure is held, not dead-lettered.
-        assert_eq!(c.record(false, auth(), t0).0, Verdict::Hold);
-        assert_eq!(c.admit(t0 + S), Admit::Wait(Some(t0 + S * 30)));
-        let mut now = t0 + S * 30;
-        let mut expected = S * 60;
-        for _ in 0..6 {
-            assert_eq!(c.admit(now), Admit::Go { probe: true });
-            assert_eq!(c.admit(now), Admit::Wait(None), "one probe at a time");
-            let (v, e) = c.record(true, auth(), now);
-            assert_eq!(v, Verdict::DeadLetter);
-            assert_eq!(
-                e,
-                Some(Event::Paused {
-                    why: PauseReason::Auth(code()),
-                    length: expected
-                })
-            );
-            now += expected;
-            expected = (expected * 2).min(MAX_AUTH_PAUSE);
-        }
-        assert_eq!(c.admit(now), Admit::Go { probe: true });
-        let (v, e) = c.record(true, Attempt::Answered, now);
-        assert_eq!(v, Verdict::Done);
-        assert!(matches!(e, Some(Event::Resumed { .. })));
-        assert_eq!(c.admit(now), Admit::Go { probe: false });
-    }
-
-    #[test]
-    fn zero_pause_turns_the_pause_off() {
-        let mut c = circuit(0, 0);
-        for _ in 0..3 {
-            assert_eq!(
-                c.record(false, auth(), Instant::now()),
-                (Verdict::DeadLetter, None)
-            );
-        }
-        assert_eq!(c.admit(Instant::now()), Admit::Go { probe: false });
-    }
-
-    #[test]
-    fn key_change_ends_an_auth_pause_early() {
-        let t0 = Instant::now();
-        let mut c = circuit(30, 0);
-        c.record(false, auth(), t0);
-        assert!(c.key_changed(t0 + S));
-        assert_eq!(c.admit(t0 + S), Admit::Go { probe: true });
-    }
-
-    #[test]
-    fn outage_breaker_opens_after_the_threshold_and_failed_probes_cost_nothing() {
-        let t0 = Instant::now();
-        let mut c = circuit(30, 3);
-        for _ in 0..2 {
-            assert_eq!(
-                c.record(false, Attempt::Transient, t0).0,
-                Verdict::Retry { counts: true }
-            );
-        }
-        let (v, e) = c.record(false, Attempt::Transient, t0);
-        assert_eq!(v, Verdict::Retry { counts: true });
-        assert_eq!(
-            e,
-            Some(Event::Paused {
-                why: PauseReason::Outage,
-                length: S * 5
-            })
-        );
-        assert_eq!(c.admit(t0), Admit::Wait(Some(t0 + S * 5)));
-        assert_eq!(c.admit(t0 + S * 5), Admit::Go { probe: true });
-        assert_eq!(
-            c.record(true, Attempt::Transient, t0 + S * 5).0,
-            Verdict::Retry { counts: false }
-        );
-        assert_eq!(c.admit(t0 + S * 10), Admit::Go { probe: true });
-        assert!(matches!(
-            c.record(true, Attempt::Answered, t0 + S * 10),
-            (
-                Verdict::Done,
-                Some(Event::Resumed {
-                    after: PauseReason::Outage
-                })
-            )
-        ));
-        // An answer resets the count.
-        for _ in 0..2 {
-            c.record(false, Attempt::Transient, t0);
-        }
-        c.record(false, Attempt::Answered, t0);
-        assert_eq!(c.record(false, Attempt::Transient, t0).1, None);
-    }
-}
+mod tests;

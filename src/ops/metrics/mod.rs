@@ -30,6 +30,9 @@ pub(crate) const KEY_RELOADS: &str = "notify_key_reloads_total";
 pub(crate) const WRITES_HELD: &str = "notify_dead_letter_writes_held";
 pub(crate) const OLDEST_HELD: &str = "notify_dead_letter_oldest_held_seconds";
 pub(crate) const DEGRADED: &str = "notify_dead_letters_degraded_total";
+pub(crate) const CONCURRENCY_LIMIT: &str = "notify_provider_concurrency_limit";
+pub(crate) const PACE: &str = "notify_provider_pace_per_second";
+pub(crate) const THROTTLED: &str = "notify_provider_throttled_total";
 
 /// How a job's delivery ended, as `notify_jobs_total` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +107,11 @@ pub(crate) struct Metrics {
     key_reloads: [[Counter; KeyReload::ALL.len()]; 2],
     degraded: Counter,
     held: Arc<HeldWrites>,
+    concurrency_limit: [Gauge; 2],
+    pace: [Gauge; 2],
+    throttled: [Counter; 2],
+    /// `notify_provider_paused{reason="throttled"}`, apart from the pauses.
+    throttled_long: [Gauge; 2],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -158,7 +166,7 @@ impl Metrics {
         );
         describe_gauge!(
             PROVIDER_PAUSED,
-            "1 while a provider is paused, labelled with why (an auth code or outage)."
+            "1 while a provider is paused, labelled with why (an auth code, outage, or throttled: answering 429 for 30 s and more)."
         );
         describe_counter!(
             DEAD_LETTER_WRITE_FAILURES,
@@ -181,6 +189,21 @@ impl Metrics {
             Unit::Seconds,
             "How long the oldest delivery held for its dead-letter row has waited; 0 when none."
         );
+        describe_gauge!(
+            CONCURRENCY_LIMIT,
+            "Calls a provider may have in flight now, as adaptive concurrency sets it."
+        );
+        describe_gauge!(
+            PACE,
+            "Calls per second a provider's calls are paced to after it throttled; 0 while unpaced."
+        );
+        describe_counter!(
+            THROTTLED,
+            "Provider answers that asked to slow down (429, or 503 with Retry-After)."
+        );
+        let per_provider_gauge = |name: &'static str| {
+            array::from_fn(|p| gauge!(name, "provider" => Provider::ALL[p].as_str()))
+        };
         let per_channel = |name: &'static str| {
             array::from_fn(|c| counter!(name, "channel" => Channel::ALL[c].as_str()))
         };
@@ -217,6 +240,16 @@ impl Metrics {
             write_failures: counter!(DEAD_LETTER_WRITE_FAILURES),
             degraded: counter!(DEGRADED),
             held: Arc::new(HeldWrites::new(gauge!(WRITES_HELD), gauge!(OLDEST_HELD))),
+            concurrency_limit: per_provider_gauge(CONCURRENCY_LIMIT),
+            pace: per_provider_gauge(PACE),
+            throttled: array::from_fn(
+                |p| counter!(THROTTLED, "provider" => Provider::ALL[p].as_str()),
+            ),
+            throttled_long: array::from_fn(|p| {
+                let gauge = gauge!(PROVIDER_PAUSED, "provider" => Provider::ALL[p].as_str(), "reason" => "throttled");
+                gauge.set(0.0);
+                gauge
+            }),
             key_reloads: array::from_fn(|p| {
                 array::from_fn(
                     |r| counter!(KEY_RELOADS, "provider" => Provider::ALL[p].as_str(), "result" => KeyReload::ALL[r].as_str()),
@@ -243,6 +276,21 @@ impl Metrics {
 
     pub(crate) fn dead_letter_write_failed(&self) {
         self.write_failures.increment(1);
+    }
+
+    /// The provider's adaptive limits: calls in flight, and the pace.
+    pub(crate) fn set_flow(&self, provider: Provider, limit: usize, pace: Option<f64>) {
+        self.concurrency_limit[provider.index()].set(limit as f64);
+        self.pace[provider.index()].set(pace.unwrap_or(0.0));
+    }
+
+    pub(crate) fn throttled(&self, provider: Provider) {
+        self.throttled[provider.index()].increment(1);
+    }
+
+    /// 1 while `provider` has been throttling for long.
+    pub(crate) fn set_throttled(&self, provider: Provider, on: bool) {
+        self.throttled_long[provider.index()].set(if on { 1.0 } else { 0.0 });
     }
 
     pub(crate) fn dead_letter_degraded(&self) {
@@ -305,56 +353,4 @@ impl Drop for Held {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::ProviderCode;
-
-    #[test]
-    fn each_worker_has_its_own_series_all_present_from_the_start() {
-        let a = Metrics::new();
-        let b = Metrics::new();
-        a.job_settled(Channel::Sms, Outcome::Sent);
-        a.dead_lettered(
-            Channel::Email,
-            &ErrorCode::Provider(ProviderCode::parse("user 42 key sk_live_x").unwrap()),
-        );
-        let reason = PauseReason::Auth(ProviderCode::parse("invalid_api_key").unwrap());
-        a.set_paused(Provider::MigoSmtp, Some(&reason));
-        let held = a.hold_for_database();
-        let a_text = a.render();
-        assert!(
-            a_text.contains("notify_dead_letter_writes_held 1"),
-            "{a_text}"
-        );
-        drop(held);
-        assert!(a.render().contains("notify_dead_letter_writes_held 0"));
-        assert!(
-            a.render()
-                .contains("notify_dead_letter_oldest_held_seconds 0")
-        );
-        let a = a_text;
-        assert!(
-            a.contains(r#"notify_jobs_total{channel="sms",outcome="sent"} 1"#),
-            "{a}"
-        );
-        assert!(a.contains(r#"notify_dead_letters_total{channel="email",error_code="other"} 1"#));
-        assert!(
-            !a.contains("sk_live_x"),
-            "free-text codes never become labels"
-        );
-        assert!(
-            a.contains(r#"notify_provider_paused{provider="migosmtp",reason="invalid_api_key"} 1"#)
-        );
-        assert!(a.contains(r#"notify_provider_paused{provider="migosmtp",reason="outage"} 0"#));
-        assert!(a.contains("# HELP notify_jobs_total"));
-        // The other worker saw none of it, yet shows every series at zero.
-        let b = b.render();
-        assert!(
-            b.contains(r#"notify_jobs_total{channel="sms",outcome="sent"} 0"#),
-            "{b}"
-        );
-        assert!(
-            b.contains(r#"notify_provider_paused{provider="migosmtp",reason="invalid_api_key"} 0"#)
-        );
-    }
-}
+mod tests;
