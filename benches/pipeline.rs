@@ -56,6 +56,8 @@ struct Sizes {
     huge: (usize, Vec<usize>),
     /// (g): the provider's calls per second per API, and jobs per API.
     limits: Vec<(f64, usize)>,
+    /// (i): jobs per run.
+    thrift: usize,
 }
 
 /// Completion times of provider calls, and what to answer.
@@ -149,6 +151,8 @@ mod tls;
 
 #[path = "pipeline/flow.rs"]
 mod flow;
+#[path = "pipeline/thrift.rs"]
+mod thrift;
 
 impl Fake {
     fn count(&self) -> usize {
@@ -403,6 +407,10 @@ impl Worker {
             .and_then(|kb| kb.parse::<f64>().ok())
             .map_or(f64::NAN, |kb| kb / 1024.0)
     }
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
     /// The most resident memory the worker has had (VmHWM), MiB.
     fn peak_rss_mib(&self) -> f64 {
         let pid = self.child.id().unwrap_or(0);
@@ -658,6 +666,9 @@ fn fmt_runs(v: &[f64]) -> String {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--relay-child") {
+        return thrift::relay_child(&args[at + 1], &args[at + 2]).await;
+    }
     let smoke = args.iter().any(|a| a == "--smoke");
     // `--only b,d` runs some scenarios (for profiling); all by default.
     let only = args
@@ -665,7 +676,7 @@ async fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned()
-        .unwrap_or_else(|| "a,b,c,d,e,f,g,h".into());
+        .unwrap_or_else(|| "a,b,c,d,e,f,g,h,i".into());
     let run = |s: &str| {
         only.split(',')
             .any(|o| o == s || (s == "ab" && (o == "a" || o == "b")))
@@ -680,6 +691,7 @@ async fn main() {
             soak: 1000,
             huge: (50, vec![1]),
             limits: vec![(50.0, 100)],
+            thrift: 500,
         }
     } else {
         Sizes {
@@ -691,6 +703,7 @@ async fn main() {
             soak: 200_000,
             huge: (1000, vec![8, 32]),
             limits: vec![(50.0, 1500), (500.0, 15_000)],
+            thrift: 30_000,
         }
     };
     // `BENCH_RSS_IN_FLIGHT=2000` and `BENCH_RUNS=1` shorten a profiling run.
@@ -700,6 +713,7 @@ async fn main() {
     }
     if let Some(v) = env_list("BENCH_JOBS").and_then(|v| v.first().copied()) {
         sizes.jobs = v;
+        sizes.thrift = v;
     }
     if let Some(v) = env_list("BENCH_SOAK").and_then(|v| v.first().copied()) {
         sizes.soak = v;
@@ -914,5 +928,47 @@ async fn main() {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+    if run("i") {
+        let n = sizes.thrift;
+        println!(
+            "\n| (i) {n} jobs of 300 bytes, instant provider | relay jobs/s | worker jobs/s | worker/relay | CPU per job: relay, worker (ratio) | broker CPU per job under relay, worker (ratio) |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for qt in [QueueType::Classic, QueueType::Quorum] {
+            let mut runs = Vec::new();
+            for _ in 0..sizes.runs {
+                let env = Env::new(qt).await;
+                let relay = thrift::run(&env, n, false).await;
+                let worker = thrift::run(&env, n, true).await;
+                env.drop_all().await;
+                runs.push((relay, worker));
+            }
+            let us = |d: Duration| d.as_secs_f64() * 1e6;
+            let m = |f: &dyn Fn(&(thrift::Thrift, thrift::Thrift)) -> f64| {
+                median(runs.iter().map(f).collect())
+            };
+            let list = |f: &dyn Fn(&(thrift::Thrift, thrift::Thrift)) -> f64| {
+                runs.iter()
+                    .map(|r| format!("{:.2}", f(r)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!(
+                "| {qt:?} | {:.0} | {:.0} | {:.2} ({}) | {:.0} us, {:.0} us ({:.2}; {}) | {:.0} us, {:.0} us ({:.2}; {}) |",
+                m(&|r| r.0.jobs_per_sec),
+                m(&|r| r.1.jobs_per_sec),
+                m(&|r| r.1.jobs_per_sec / r.0.jobs_per_sec),
+                list(&|r| r.1.jobs_per_sec / r.0.jobs_per_sec),
+                m(&|r| us(r.0.cpu_per_job)),
+                m(&|r| us(r.1.cpu_per_job)),
+                m(&|r| r.1.cpu_per_job.as_secs_f64() / r.0.cpu_per_job.as_secs_f64()),
+                list(&|r| r.1.cpu_per_job.as_secs_f64() / r.0.cpu_per_job.as_secs_f64()),
+                m(&|r| us(r.0.broker_per_job)),
+                m(&|r| us(r.1.broker_per_job)),
+                m(&|r| r.1.broker_per_job.as_secs_f64() / r.0.broker_per_job.as_secs_f64()),
+                list(&|r| r.1.broker_per_job.as_secs_f64() / r.0.broker_per_job.as_secs_f64()),
+            );
+        }
     }
 }

@@ -21,6 +21,16 @@ pub(crate) struct HttpReply {
     pub(crate) body: Bytes,
 }
 
+/// Why a call got no response. The kind comes first in the text, as in
+/// reqwest's errors, so reasons read the same whatever the version.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    #[error("connect error: {0}")]
+    Connect(String),
+    #[error("request error: {0}")]
+    Request(String),
+}
+
 /// A body that yields its bytes chunk by chunk.
 pub(crate) trait Chunks {
     /// The next chunk; `None` at the end.

@@ -4,8 +4,10 @@
 
 mod body;
 mod client;
+mod connect;
 mod flow;
 mod gate;
+mod http1;
 mod http2;
 mod keywatch;
 mod pause;

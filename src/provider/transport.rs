@@ -1,7 +1,8 @@
 //! The HTTP connections to one provider's send endpoint.
 //!
-//! HTTP/1.1 needs a connection per call in flight, and each costs about
-//! 30 KiB here (hyper's buffers and dispatch channel); reqwest pools them.
+//! HTTP/1.1 needs a connection per call in flight, each with hyper's
+//! buffers and dispatch channel; [`super::http1`] pools them. reqwest is
+//! used only for a provider behind a proxy (it tunnels; these do not).
 //! HTTP/2 carries many calls on one connection, but a server caps the
 //! streams per connection (often 100 to 250), so calls are spread over
 //! lanes, each one connection ([`super::http2`]). A lane is filled before
@@ -9,8 +10,10 @@
 //! connection.
 
 use super::{
-    body::{HttpReply, chain, read_bounded},
-    http2::{Connector, RequestBody, Slot},
+    body::{Chunks, HttpReply, chain, read_bounded},
+    connect::{Connector, H2, HTTP1},
+    http1::H1Pool,
+    http2::{H2Connector, RequestBody, Slot},
 };
 use crate::domain::Provider;
 use bytes::Bytes;
@@ -22,8 +25,8 @@ use hyper::{
 use hyper_util::client::proxy::matcher::Matcher;
 use std::{
     sync::{
-        Arc, OnceLock,
-        atomic::{AtomicUsize, Ordering},
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -92,14 +95,17 @@ impl Drop for LaneGuard<'_> {
 /// ([`super::http2`]) otherwise, with reqwest over HTTP/1.1 if the
 /// provider declines HTTP/2 by ALPN.
 enum Engine {
-    Http1(reqwest::Client),
+    Http1(H1Pool),
     Http2 {
         lanes: Box<[Lane]>,
-        connector: Arc<Connector>,
-        /// Built once the provider has chosen HTTP/1.1 by ALPN, and used
-        /// for every call from then on.
-        fallback: OnceLock<reqwest::Client>,
+        connector: Arc<H2Connector>,
+        /// For when the provider chooses HTTP/1.1 by ALPN: every call from
+        /// then on (`declined`) goes this way.
+        fallback: H1Pool,
+        declined: AtomicBool,
     },
+    /// Through `HTTPS_PROXY` and friends: reqwest, which tunnels.
+    Proxied(reqwest::Client),
 }
 
 /// The connections to one provider's send endpoint.
@@ -138,7 +144,12 @@ impl Transport {
         if http2 && proxied {
             tracing::info!(%provider, "a proxy is set for this provider: HTTP/1.1 through it");
         }
-        let engine = if http2 && !proxied {
+        let connect =
+            |alpn: &[&[u8]]| Connector::new(provider, &url, options.connect_timeout(), alpn);
+        let pool = |connector| H1Pool::new(connector, options.max_in_flight);
+        let engine = if proxied {
+            Engine::Proxied(http1_client(&options).map_err(|e| e.to_string())?)
+        } else if http2 {
             Engine::Http2 {
                 lanes: (0..options.lanes())
                     .map(|_| Lane {
@@ -146,16 +157,15 @@ impl Transport {
                         in_flight: AtomicUsize::new(0),
                     })
                     .collect(),
-                connector: Arc::new(Connector::new(
-                    provider,
-                    &url,
-                    options.connect_timeout(),
+                connector: Arc::new(H2Connector::new(
+                    connect(&[H2, HTTP1])?,
                     options.max_response_bytes,
-                )?),
-                fallback: OnceLock::new(),
+                )),
+                fallback: pool(connect(&[HTTP1])?),
+                declined: AtomicBool::new(false),
             }
         } else {
-            Engine::Http1(http1_client(&options).map_err(|e| e.to_string())?)
+            Engine::Http1(pool(connect(&[HTTP1])?))
         };
         Ok(Self {
             provider,
@@ -173,7 +183,7 @@ impl Transport {
     #[cfg(test)]
     fn lanes(&self) -> &[Lane] {
         match &self.engine {
-            Engine::Http1(_) => &[],
+            Engine::Http1(_) | Engine::Proxied(_) => &[],
             Engine::Http2 { lanes, .. } => lanes,
         }
     }
@@ -183,16 +193,18 @@ impl Transport {
     /// first (timeout, connect error, ...).
     pub(crate) async fn call(&self, call: &Call) -> Result<HttpReply, String> {
         let deadline = Instant::now() + self.options.timeout;
-        let (lanes, connector, fallback) = match &self.engine {
-            Engine::Http1(http) => return self.call_reqwest(http, call, deadline).await,
+        let (lanes, connector, fallback, declined) = match &self.engine {
+            Engine::Proxied(http) => return self.call_reqwest(http, call, deadline).await,
+            Engine::Http1(pool) => return self.call_h1(pool, call, deadline).await,
             Engine::Http2 {
                 lanes,
                 connector,
                 fallback,
-            } => (lanes, connector, fallback),
+                declined,
+            } => (lanes, connector, fallback, declined),
         };
-        if let Some(http) = fallback.get() {
-            return self.call_reqwest(http, call, deadline).await;
+        if declined.load(Ordering::Relaxed) {
+            return self.call_h1(fallback, call, deadline).await;
         }
         let lane = take_lane(lanes, self.options.room());
         let request = || self.request(call);
@@ -201,7 +213,7 @@ impl Transport {
             Ok(Ok(Some(response))) => {
                 let status = response.status().as_u16();
                 let retry_after = response.headers().get(RETRY_AFTER).cloned();
-                let body = self.read(response.into_body(), status, deadline).await;
+                let (body, _) = self.read(response.into_body(), status, deadline).await;
                 return Ok(HttpReply {
                     status,
                     retry_after,
@@ -210,33 +222,54 @@ impl Transport {
             }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => {
-                return Err(format!(
-                    "timeout: no response within {:?}",
-                    self.options.timeout
-                ));
-            }
+            Err(_) => return Err(self.timed_out()),
         }
         drop(lane);
-        let http = fallback.get_or_init(|| {
+        if !declined.swap(true, Ordering::Relaxed) {
             tracing::info!(provider = %self.provider, "provider declined HTTP/2 by ALPN; using HTTP/1.1");
-            // Options reqwest accepts for HTTP/1.1 (checked at start-up
-            // only for HTTP/2's); should they fail here, reqwest's
-            // defaults still talk HTTP/1.1.
-            http1_client(&self.options).unwrap_or_default()
-        });
-        self.call_reqwest(http, call, deadline).await
+        }
+        self.call_h1(fallback, call, deadline).await
     }
 
-    /// The body, within the bound and the deadline; the status stands
-    /// whatever happens to the body (see [`super::body`]).
-    async fn read(&self, body: impl super::body::Chunks, status: u16, deadline: Instant) -> Bytes {
+    async fn call_h1(
+        &self,
+        pool: &H1Pool,
+        call: &Call,
+        deadline: Instant,
+    ) -> Result<HttpReply, String> {
+        let sent = tokio::time::timeout_at(deadline, pool.call(|| self.request(call))).await;
+        let (response, sender) = match sent {
+            Ok(Ok(sent)) => sent,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(self.timed_out()),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get(RETRY_AFTER).cloned();
+        let (body, complete) = self.read(response.into_body(), status, deadline).await;
+        if complete {
+            pool.give_back(sender).await;
+        }
+        Ok(HttpReply {
+            status,
+            retry_after,
+            body,
+        })
+    }
+
+    fn timed_out(&self) -> String {
+        format!("timeout: no response within {:?}", self.options.timeout)
+    }
+
+    /// The body, within the bound and the deadline, and whether it was
+    /// read to its end; the status stands whatever happens to the body
+    /// (see [`super::body`]).
+    async fn read(&self, body: impl Chunks, status: u16, deadline: Instant) -> (Bytes, bool) {
         let max = self.options.max_response_bytes;
         let (body, cut) = read_bounded(body, max, deadline).await;
-        if let Some(cut) = cut {
+        if let Some(cut) = &cut {
             tracing::debug!(provider = %self.provider, status, kept = body.len(), ?cut, "provider body not read to its end");
         }
-        body
+        (body, cut.is_none())
     }
 
     fn request(&self, call: &Call) -> Request<RequestBody> {
@@ -266,7 +299,7 @@ impl Transport {
             .map_err(|e| describe(&e))?;
         let status = response.status().as_u16();
         let retry_after = response.headers().get(RETRY_AFTER).cloned();
-        let body = self.read(response, status, deadline).await;
+        let (body, _) = self.read(response, status, deadline).await;
         Ok(HttpReply {
             status,
             retry_after,

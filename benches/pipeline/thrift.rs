@@ -1,0 +1,189 @@
+//! (i) CPU thrift: the worker against a no-op relay, the least any worker
+//! could do (consume, forward the body as one HTTP POST, ack on 2xx), in
+//! the same run: jobs/s, CPU per job of each, and of the broker under each.
+//! The relay is this benchmark binary run again as a child process, so its
+//! CPU is its own.
+
+use super::{AMQP, Env, fake, wait_until};
+use axum::http::StatusCode;
+use futures_util::StreamExt;
+use lapin::{
+    BasicProperties, Connection, ConnectionProperties,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions,
+    },
+    types::FieldTable,
+};
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+/// The relay child: `--relay-child QUEUE URL`.
+pub(crate) async fn relay_child(queue: &str, url: &str) {
+    let conn = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .expect("rabbitmq");
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(500, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "relay".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(500)
+        .build()
+        .unwrap();
+    let url = format!("{url}/v1/email/send");
+    while let Some(Ok(delivery)) = consumer.next().await {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            let sent = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(delivery.data.clone())
+                .send()
+                .await;
+            if sent.is_ok_and(|r| r.status().is_success()) {
+                let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            }
+        });
+    }
+}
+
+/// User plus system CPU of `pid` so far.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces), in clock ticks.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / 100.0)
+}
+
+fn broker_pid() -> u32 {
+    let out = std::process::Command::new("pgrep")
+        .args(["-o", "beam.smp"])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the broker's pid")
+}
+
+/// Publishes `n` email jobs of about 300 bytes.
+async fn publish(env: &Env, n: usize) {
+    let ch = env.amqp.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut pending = Vec::with_capacity(1000);
+    let html = "x".repeat(150);
+    for i in 0..n {
+        let body = format!(
+            r#"{{"id":"t{i:08}","from":"hello@yourdomain.com","to":"r{i}@example.com","subject":"Hello from MigoSMTP","html":"<p>{html}</p>"}}"#
+        );
+        let confirm = ch
+            .basic_publish(
+                env.topology.exchange.as_str().into(),
+                "email".into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        pending.push(confirm);
+        if pending.len() == 1000 {
+            for c in pending.drain(..) {
+                c.await.unwrap();
+            }
+        }
+    }
+    for c in pending {
+        c.await.unwrap();
+    }
+    let _ = ch.close(200, "ok".into()).await;
+}
+
+/// One consumer's figures.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Thrift {
+    pub(crate) jobs_per_sec: f64,
+    /// Its own CPU per job.
+    pub(crate) cpu_per_job: Duration,
+    /// The broker's CPU per job while it ran.
+    pub(crate) broker_per_job: Duration,
+}
+
+/// `n` pre-published jobs through the relay (`worker` false) or the worker
+/// with its defaults.
+pub(crate) async fn run(env: &Env, n: usize, worker: bool) -> Thrift {
+    let (url, fake) = fake(StatusCode::OK, Duration::ZERO).await;
+    publish(env, n).await;
+    let broker = broker_pid();
+    let broker_before = cpu(broker);
+    let started = Instant::now();
+    let (pid, stop): (
+        u32,
+        Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()>>,
+    ) = if worker {
+        // Defaults, the per-job log line at info included.
+        let w = env.worker(&url, 100, 1, &["--log-level", "info"]).await;
+        let pid = w.pid();
+        (pid, Box::new(move || Box::pin(w.stop())))
+    } else {
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--relay-child", &env.topology.email_queue, &url])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap_or(0);
+        (
+            pid,
+            Box::new(move || {
+                Box::pin(async move {
+                    let _ = child.kill().await;
+                })
+            }),
+        )
+    };
+    wait_until("all sent", Duration::from_secs(300), async || {
+        fake.count() >= n
+    })
+    .await;
+    // The last acks follow the last calls within milliseconds.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let own = cpu(pid);
+    let broker_cpu = cpu(broker) - broker_before;
+    let took = fake.first_to_last();
+    stop().await;
+    // A consumer stopped or killed gives back what it had not acked.
+    let left = env.ready(&env.topology.email_queue).await;
+    assert_eq!(
+        left,
+        0,
+        "{} left {left} jobs unacked",
+        if worker { "worker" } else { "relay" }
+    );
+    let _ = started;
+    Thrift {
+        jobs_per_sec: n as f64 / took.as_secs_f64(),
+        cpu_per_job: own / u32::try_from(n).unwrap_or(u32::MAX),
+        broker_per_job: broker_cpu / u32::try_from(n).unwrap_or(u32::MAX),
+    }
+}
