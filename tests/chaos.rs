@@ -544,6 +544,37 @@ async fn a_broker_alarm_fails_publishers_fast_and_the_worker_still_stops_cleanly
     );
     assert!(out.contains("published 0 job(s), 1 failed"), "{out}");
 
+    // A file: the first job fails with the reason, the rest are not tried
+    // (rather than each waiting out the confirm timeout).
+    let file: String = (0..50)
+        .map(|i| {
+            format!(
+                "{{\"channel\":\"sms\",\"from\":\"B\",\"to\":\"+9198765{:05}\",\"message\":\"m\"}}\n",
+                10_000 + i
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let (code, out, err) = env.cli(&["enqueue", "--file", "-"], Some(&file)).await;
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{out}{err}");
+    // The jobs sent before the broker's `connection.blocked` arrived fail
+    // with it; none is confirmed, none is silently dropped.
+    let counts: Vec<usize> = out
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        out.contains("not tried") && counts.len() == 3 && counts[0] == 0 && counts[1] >= 1,
+        "{out}"
+    );
+    assert_eq!(counts[1] + counts[2], 50, "{out}");
+    assert!(
+        err.contains("line 1") && err.contains("blocked publishing"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
     let publisher = notify_worker::Publisher::connect(AMQP, &env.topology())
         .await
         .unwrap();
@@ -606,6 +637,33 @@ async fn a_publish_waits_for_its_confirm_no_longer_than_the_timeout() {
         matches!(published, Err(notify_worker::PublishError::Timeout(_))),
         "{published:?}"
     );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // In bulk: the confirms in flight time out together, once; the jobs
+    // after them are not tried.
+    let jobs: Vec<_> = (0..40)
+        .map(|i| {
+            notify_worker::NewJob::Sms(notify_worker::NewSms {
+                id: Some(format!("silent-{i}")),
+                from: "B".into(),
+                to: "+919876505004".into(),
+                message: "m".into(),
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let results = publisher.publish_all(&jobs, 10).await;
+    let took = started.elapsed();
+    assert_eq!(results.len(), 40);
+    let timed_out = results
+        .iter()
+        .filter(|r| matches!(r, Err(notify_worker::PublishError::Timeout(_))))
+        .count();
+    let not_tried = results
+        .iter()
+        .filter(|r| matches!(r, Err(notify_worker::PublishError::NotTried(_))))
+        .count();
+    assert_eq!((timed_out, not_tried), (10, 30), "{results:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
     publisher.close().await;
     proxy.freeze(false);

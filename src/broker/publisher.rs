@@ -5,7 +5,7 @@
 
 use super::topology::{self, BrokerError, Topology};
 use crate::domain::{Channel, DEFAULT_MAX_BODY_BYTES, DecodeInput, decode, redact_url};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, stream::FuturesOrdered};
 use lapin::{
     BasicProperties, Confirmation, Connection, Event,
     options::{BasicPublishOptions, ConfirmSelectOptions},
@@ -83,11 +83,25 @@ pub enum PublishError {
         "no confirm from the broker within {0:?} (NOTIFY_PUBLISH_TIMEOUT_SECS): the job may or may not have been published"
     )]
     Timeout(Duration),
+    #[error("not tried: {0}")]
+    NotTried(String),
     #[error("unroutable: exchange `{exchange}` has no queue bound to `{routing_key}`")]
     Unroutable {
         exchange: String,
         routing_key: String,
     },
+}
+
+impl PublishError {
+    /// The broker takes nothing now: the jobs after this would fail alike.
+    fn stops_publishing(&self) -> bool {
+        matches!(self, PublishError::Blocked(_) | PublishError::Timeout(_))
+    }
+
+    /// For the jobs not tried after this one.
+    fn not_tried(&self) -> PublishError {
+        PublishError::NotTried(self.to_string())
+    }
 }
 
 /// Longest wait for a confirm by default (`NOTIFY_PUBLISH_TIMEOUT_SECS`).
@@ -162,18 +176,7 @@ impl Publisher {
     /// (or a new UUIDv7) as `message_id`, and waits for the broker's
     /// confirm. Two identical jobs without an `id` stay two jobs.
     pub async fn publish(&self, job: &NewJob) -> Result<(), PublishError> {
-        let body = job.body();
-        let id = match job {
-            NewJob::Email(e) => e.id.as_deref(),
-            NewJob::Sms(s) => s.id.as_deref(),
-        };
-        decode(DecodeInput {
-            channel: job.channel(),
-            body: &body,
-            message_id: id,
-            max_bytes: self.max_body_bytes,
-        })
-        .map_err(|invalid| PublishError::Invalid(invalid.reason))?;
+        let (body, id) = self.check(job)?;
         self.publish_raw(job.channel(), &body, id).await
     }
 
@@ -186,59 +189,145 @@ impl Publisher {
         body: &[u8],
         message_id: Option<&str>,
     ) -> Result<(), PublishError> {
-        if let Some(reason) = self.blocked.borrow().clone() {
-            return Err(PublishError::Blocked(reason));
-        }
-        let mut blocked = self.blocked.clone();
-        let sent = self.publish_confirmed(channel, body, message_id);
-        tokio::select! {
-            confirmed = tokio::time::timeout(self.confirm_timeout, sent) => {
-                confirmed.unwrap_or(Err(PublishError::Timeout(self.confirm_timeout)))
-            }
-            reason = blocked.wait_for(Option::is_some) => {
-                let reason = reason.ok().and_then(|r| r.clone()).unwrap_or_default();
-                Err(PublishError::Blocked(reason))
-            }
-        }
+        self.send(channel, body, message_id).await?.await
     }
 
-    async fn publish_confirmed(
+    /// Checks and publishes `jobs`, keeping at most `window` confirms in
+    /// flight at once: one result per job, in order, each a confirm or the
+    /// reason there is none. Once the broker blocks publishing or a confirm
+    /// times out, the jobs not yet sent are not tried (their results say
+    /// why) instead of each waiting out the timeout.
+    pub async fn publish_all(
+        &self,
+        jobs: &[NewJob],
+        window: usize,
+    ) -> Vec<Result<(), PublishError>> {
+        let mut results: Vec<Option<Result<(), PublishError>>> = Vec::with_capacity(jobs.len());
+        results.resize_with(jobs.len(), || None);
+        let mut pending = FuturesOrdered::new();
+        let mut given_up: Option<PublishError> = None;
+        for (i, job) in jobs.iter().enumerate() {
+            if let Some(why) = &given_up {
+                results[i] = Some(Err(why.not_tried()));
+                continue;
+            }
+            let sent = match self.check(job) {
+                Ok((body, id)) => self.send(job.channel(), &body, id).await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(confirm) => pending.push_back(async move { (i, confirm.await) }),
+                Err(e) => {
+                    if e.stops_publishing() {
+                        given_up = Some(e.not_tried());
+                    }
+                    results[i] = Some(Err(e));
+                }
+            }
+            while pending.len() >= window.max(1) {
+                let Some((at, result)) = pending.next().await else {
+                    break;
+                };
+                if let Err(e) = &result
+                    && e.stops_publishing()
+                {
+                    given_up.get_or_insert_with(|| e.not_tried());
+                }
+                results[at] = Some(result);
+            }
+        }
+        while let Some((at, result)) = pending.next().await {
+            results[at] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(PublishError::Publish("not published".into()))))
+            .collect()
+    }
+
+    /// The body of `job` and its id, if the worker's decoder takes it.
+    fn check<'j>(&self, job: &'j NewJob) -> Result<(Vec<u8>, Option<&'j str>), PublishError> {
+        let body = job.body();
+        let id = match job {
+            NewJob::Email(e) => e.id.as_deref(),
+            NewJob::Sms(s) => s.id.as_deref(),
+        };
+        decode(DecodeInput {
+            channel: job.channel(),
+            body: &body,
+            message_id: id,
+            max_bytes: self.max_body_bytes,
+        })
+        .map_err(|invalid| PublishError::Invalid(invalid.reason))?;
+        Ok((body, id))
+    }
+
+    /// Sends one message; the future returned waits for its confirm, until
+    /// the confirm timeout (counted from now) or the broker blocking us.
+    async fn send(
         &self,
         channel: Channel,
         body: &[u8],
         message_id: Option<&str>,
-    ) -> Result<(), PublishError> {
+    ) -> Result<impl Future<Output = Result<(), PublishError>> + use<>, PublishError> {
+        if let Some(reason) = self.blocked.borrow().clone() {
+            return Err(PublishError::Blocked(reason));
+        }
+        let deadline = tokio::time::Instant::now() + self.confirm_timeout;
+        let timeout = self.confirm_timeout;
         let id = message_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
         let props = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
             .with_message_id(id.into());
         let routing_key = channel.as_str();
-        let confirm = self
-            .channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                routing_key.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
+        let publish = self.channel.basic_publish(
+            self.exchange.as_str().into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            props,
+        );
+        // lapin holds frames while the connection is blocked: the send
+        // itself waits, so it too gives way to the broker's reason.
+        let mut blocked = self.blocked.clone();
+        let confirm = tokio::select! {
+            sent = tokio::time::timeout_at(deadline, publish) => match sent {
+                Ok(sent) => sent.map_err(|e| PublishError::Publish(e.to_string()))?,
+                Err(_) => return Err(PublishError::Timeout(timeout)),
+            },
+            reason = blocked.wait_for(Option::is_some) => {
+                let reason = reason.ok().and_then(|r| r.clone()).unwrap_or_default();
+                return Err(PublishError::Blocked(reason));
+            }
+        };
+        let exchange = self.exchange.clone();
+        Ok(async move {
+            let confirmation = tokio::select! {
+                confirmed = tokio::time::timeout_at(deadline, confirm) => match confirmed {
+                    Ok(c) => c.map_err(|e| PublishError::Publish(e.to_string()))?,
+                    Err(_) => return Err(PublishError::Timeout(timeout)),
                 },
-                body,
-                props,
-            )
-            .await
-            .map_err(|e| PublishError::Publish(e.to_string()))?
-            .await
-            .map_err(|e| PublishError::Publish(e.to_string()))?;
-        match confirm {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable {
-                exchange: self.exchange.clone(),
-                routing_key: routing_key.to_owned(),
-            }),
-            Confirmation::Nack(_) => Err(PublishError::Nacked),
-            Confirmation::NotRequested => Err(PublishError::Publish("confirms not enabled".into())),
-        }
+                reason = blocked.wait_for(Option::is_some) => {
+                    let reason = reason.ok().and_then(|r| r.clone()).unwrap_or_default();
+                    return Err(PublishError::Blocked(reason));
+                }
+            };
+            match confirmation {
+                Confirmation::Ack(None) => Ok(()),
+                Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable {
+                    exchange,
+                    routing_key: routing_key.to_owned(),
+                }),
+                Confirmation::Nack(_) => Err(PublishError::Nacked),
+                Confirmation::NotRequested => {
+                    Err(PublishError::Publish("confirms not enabled".into()))
+                }
+            }
+        })
     }
 
     /// Closes channel and connection, waiting a few seconds at most. A

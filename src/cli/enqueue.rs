@@ -50,107 +50,129 @@ pub enum EnqueueJob {
     },
 }
 
+/// Jobs of a file read and published at a time.
+const CHUNK: usize = 10_000;
+
 /// Publishes the jobs; `Ok(false)` when any was not confirmed.
 pub(crate) async fn run(args: EnqueueArgs) -> anyhow::Result<bool> {
-    let jobs: Vec<(String, anyhow::Result<NewJob>)> = match (args.job, &args.file) {
-        (
-            Some(EnqueueJob::Email {
+    let mut lines: Box<dyn Iterator<Item = anyhow::Result<(String, anyhow::Result<NewJob>)>>> =
+        match (args.job, &args.file) {
+            (Some(job), None) => Box::new(std::iter::once(Ok(("job".into(), Ok(job.into()))))),
+            (Some(_), Some(_)) => bail!("give either a job or --file, not both"),
+            (None, Some(path)) => Box::new(read_jobs(path)?),
+            (None, None) => bail!("give a job (enqueue email ..., enqueue sms ...) or --file"),
+        };
+    let publisher = args.publish.publisher(&args.broker, &args.body).await?;
+    let window = args.publish.window();
+    let (mut ok, mut failed, mut not_tried) = (0usize, 0usize, 0usize);
+    let mut stopped: Option<String> = None;
+    loop {
+        let chunk: Vec<_> = lines.by_ref().take(CHUNK).collect::<anyhow::Result<_>>()?;
+        if chunk.is_empty() {
+            break;
+        }
+        if stopped.is_some() {
+            not_tried += chunk.iter().filter(|(_, job)| job.is_ok()).count();
+            failed += chunk.iter().filter(|(_, job)| job.is_err()).count();
+            continue;
+        }
+        let (jobs, places): (Vec<NewJob>, Vec<String>) = chunk
+            .into_iter()
+            .filter_map(|(place, job)| match job {
+                Ok(job) => Some((job, place)),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("notify-worker: {place}: {e:#}");
+                    None
+                }
+            })
+            .unzip();
+        for (result, place) in publisher
+            .publish_all(&jobs, window)
+            .await
+            .into_iter()
+            .zip(places)
+        {
+            match result {
+                Ok(()) => ok += 1,
+                Err(PublishError::NotTried(why)) => {
+                    not_tried += 1;
+                    stopped.get_or_insert(why);
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("notify-worker: {place}: {e}");
+                }
+            }
+        }
+    }
+    publisher.close().await;
+    if not_tried > 0 {
+        println!("published {ok} job(s), {failed} failed, {not_tried} not tried");
+    } else {
+        println!("published {ok} job(s), {failed} failed");
+    }
+    Ok(failed == 0 && not_tried == 0)
+}
+
+impl From<EnqueueJob> for NewJob {
+    fn from(job: EnqueueJob) -> Self {
+        match job {
+            EnqueueJob::Email {
+                id,
+                from,
+                to,
+                subject,
+                html,
+            } => NewJob::Email(NewEmail {
                 id,
                 from,
                 to,
                 subject,
                 html,
             }),
-            None,
-        ) => {
-            vec![(
-                "job".into(),
-                Ok(NewJob::Email(NewEmail {
-                    id,
-                    from,
-                    to,
-                    subject,
-                    html,
-                })),
-            )]
-        }
-        (
-            Some(EnqueueJob::Sms {
+            EnqueueJob::Sms {
+                id,
+                from,
+                to,
+                message,
+            } => NewJob::Sms(NewSms {
                 id,
                 from,
                 to,
                 message,
             }),
-            None,
-        ) => {
-            vec![(
-                "job".into(),
-                Ok(NewJob::Sms(NewSms {
-                    id,
-                    from,
-                    to,
-                    message,
-                })),
-            )]
-        }
-        (Some(_), Some(_)) => bail!("give either a job or --file, not both"),
-        (None, Some(path)) => read_jobs(path)?,
-        (None, None) => bail!("give a job (enqueue email ..., enqueue sms ...) or --file"),
-    };
-    let publisher = args.publish.publisher(&args.broker, &args.body).await?;
-    let (mut ok, mut failed) = (0usize, 0usize);
-    let total = jobs.len();
-    for (where_, job) in jobs {
-        let result = match job {
-            Ok(job) => publisher.publish(&job).await,
-            Err(e) => {
-                failed += 1;
-                eprintln!("notify-worker: {where_}: {e:#}");
-                continue;
-            }
-        };
-        match result {
-            Ok(()) => ok += 1,
-            // The broker takes nothing now: the rest would fail the same way.
-            Err(e @ (PublishError::Blocked(_) | PublishError::Timeout(_))) => {
-                failed += 1;
-                eprintln!("notify-worker: {where_}: {e}");
-                break;
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("notify-worker: {where_}: {e}");
-            }
         }
     }
-    publisher.close().await;
-    let not_tried = total - ok - failed;
-    if not_tried > 0 {
-        println!("published {ok} job(s), {failed} failed, {not_tried} not tried");
-    } else {
-        println!("published {ok} job(s), {failed} failed");
-    }
-    Ok(ok == total)
 }
 
-fn read_jobs(path: &PathBuf) -> anyhow::Result<Vec<(String, anyhow::Result<NewJob>)>> {
+/// The jobs of a file (`-`: stdin), one a line, each with where it stood.
+fn read_jobs(
+    path: &PathBuf,
+) -> anyhow::Result<impl Iterator<Item = anyhow::Result<(String, anyhow::Result<NewJob>)>>> {
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
+        Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
         let file =
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         Box::new(std::io::BufReader::new(file))
     };
-    let mut jobs = Vec::new();
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+    let name = path.display().to_string();
+    Ok(reader.lines().enumerate().filter_map(move |(n, line)| {
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                return Some(Err(
+                    anyhow::Error::new(e).context(format!("cannot read {name}"))
+                ));
+            }
+        };
         if line.trim().is_empty() {
-            continue;
+            return None;
         }
         let job = serde_json::from_str::<NewJob>(&line).with_context(|| {
             "not a job (needs \"channel\": \"email\" or \"sms\" and the job's fields)".to_string()
         });
-        jobs.push((format!("{} line {}", path.display(), n + 1), job));
-    }
-    Ok(jobs)
+        Some(Ok((format!("{name} line {}", n + 1), job)))
+    }))
 }

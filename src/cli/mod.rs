@@ -172,9 +172,17 @@ pub struct PublishArgs {
     /// Longest wait for the broker's confirm of one job, in seconds.
     #[arg(long, env = "NOTIFY_PUBLISH_TIMEOUT_SECS", value_name = "NOTIFY_PUBLISH_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub publish_timeout_secs: u64,
+    /// Confirms in flight at most when publishing many (`enqueue --file`);
+    /// 1 publishes one at a time.
+    #[arg(long, env = "NOTIFY_PUBLISH_WINDOW", value_name = "NOTIFY_PUBLISH_WINDOW", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub publish_window: u32,
 }
 
 impl PublishArgs {
+    fn window(&self) -> usize {
+        usize::try_from(self.publish_window).unwrap_or(1)
+    }
+
     /// A publisher for `broker`'s topology, checking jobs against `body`.
     async fn publisher(&self, broker: &BrokerArgs, body: &BodyLimit) -> anyhow::Result<Publisher> {
         Ok(Publisher::connect(&broker.amqp_url, &broker.topology()?)

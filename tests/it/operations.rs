@@ -554,3 +554,43 @@ async fn replay_by_filter_routes_each_row_to_its_channel_at_the_given_rate() {
     );
     env.cleanup().await;
 }
+
+/// `publish_all` keeps many confirms in flight and still answers for each
+/// job, in order: the refused ones by reason, the rest confirmed.
+#[tokio::test]
+async fn publishing_in_bulk_confirms_every_job_and_reports_each_refusal_in_place() {
+    let env = TestEnv::new().await;
+    let publisher = Publisher::connect(AMQP, &env.topology()).await.unwrap();
+    let jobs: Vec<NewJob> = (0..3000)
+        .map(|i| {
+            NewJob::Sms(NewSms {
+                id: Some(format!("bulk-{i}")),
+                from: "B".into(),
+                // Every 100th job has a phone the worker would refuse.
+                to: if i % 100 == 7 {
+                    "12345".into()
+                } else {
+                    format!("+91987{:06}", i)
+                },
+                message: "m".into(),
+            })
+        })
+        .collect();
+    for window in [1, 256] {
+        let results = publisher.publish_all(&jobs, window).await;
+        assert_eq!(results.len(), jobs.len());
+        for (i, result) in results.iter().enumerate() {
+            match result {
+                Ok(()) => assert_ne!(i % 100, 7, "job {i} should have been refused"),
+                Err(PublishError::Invalid(reason)) => {
+                    assert_eq!(i % 100, 7, "job {i}: {reason}");
+                    assert!(reason.contains("field `to`"), "{reason}");
+                }
+                Err(e) => panic!("job {i}: {e}"),
+            }
+        }
+    }
+    publisher.close().await;
+    assert_eq!(env.ready(&env.sms_queue).await, 2 * 2970);
+    env.cleanup().await;
+}
