@@ -15,7 +15,11 @@
 //!     against the same K with small bodies;
 //! (g) a provider allowing L calls/s per API (429 + Retry-After beyond),
 //!     one and three worker processes: deliveries/s, 429 share;
-//! (h) an 8 s outage: how soon after recovery jobs flow again.
+//! (h) an 8 s outage: how soon after recovery jobs flow again;
+//! (i) the worker against a no-op relay: jobs/s, CPU per job of each and
+//!     of the broker (pipeline/thrift.rs);
+//! (j) `enqueue --file`: confirms in flight against one at a time, and a
+//!     bare lapin publisher (pipeline/bulk.rs).
 //!
 //! For profiling: `--only d` runs some scenarios; `BENCH_RUNS`, `BENCH_JOBS`,
 //! `BENCH_RSS_IN_FLIGHT=2000`, `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink
@@ -58,6 +62,8 @@ struct Sizes {
     limits: Vec<(f64, usize)>,
     /// (i): jobs per run.
     thrift: usize,
+    /// (j): jobs per file.
+    bulk: usize,
 }
 
 /// Completion times of provider calls, and what to answer.
@@ -149,6 +155,8 @@ async fn fake_with(
 #[path = "../tests/common/tls.rs"]
 mod tls;
 
+#[path = "pipeline/bulk.rs"]
+mod bulk;
 #[path = "pipeline/flow.rs"]
 mod flow;
 #[path = "pipeline/thrift.rs"]
@@ -676,7 +684,7 @@ async fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned()
-        .unwrap_or_else(|| "a,b,c,d,e,f,g,h,i".into());
+        .unwrap_or_else(|| "a,b,c,d,e,f,g,h,i,j".into());
     let run = |s: &str| {
         only.split(',')
             .any(|o| o == s || (s == "ab" && (o == "a" || o == "b")))
@@ -692,6 +700,7 @@ async fn main() {
             huge: (50, vec![1]),
             limits: vec![(50.0, 100)],
             thrift: 500,
+            bulk: 500,
         }
     } else {
         Sizes {
@@ -704,6 +713,7 @@ async fn main() {
             huge: (1000, vec![8, 32]),
             limits: vec![(50.0, 1500), (500.0, 15_000)],
             thrift: 30_000,
+            bulk: 20_000,
         }
     };
     // `BENCH_RSS_IN_FLIGHT=2000` and `BENCH_RUNS=1` shorten a profiling run.
@@ -968,6 +978,39 @@ async fn main() {
                 m(&|r| us(r.1.broker_per_job)),
                 m(&|r| r.1.broker_per_job.as_secs_f64() / r.0.broker_per_job.as_secs_f64()),
                 list(&|r| r.1.broker_per_job.as_secs_f64() / r.0.broker_per_job.as_secs_f64()),
+            );
+        }
+    }
+    if run("j") {
+        let n = sizes.bulk;
+        println!(
+            "\n| (j) publishing {n} SMS jobs, confirmed | lapin, 1,000 confirms in flight | enqueue --file, window 1 | enqueue --file, window 1000 (default) | window 1000 / lapin |"
+        );
+        println!("|---|---|---|---|---|");
+        for qt in [QueueType::Classic, QueueType::Quorum] {
+            let (mut base, mut one, mut many) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..sizes.runs {
+                let env = Env::new(qt).await;
+                base.push(bulk::lapin(&env, n).await);
+                one.push(bulk::enqueue(&env, n, 1).await);
+                many.push(bulk::enqueue(&env, n, 1000).await);
+                env.drop_all().await;
+            }
+            let ratios: Vec<f64> = many.iter().zip(&base).map(|(m, b)| m / b).collect();
+            println!(
+                "| {qt:?} | {:.0}/s ({}) | {:.0}/s ({}) | {:.0}/s ({}) | {:.2} ({}) |",
+                median(base.clone()),
+                fmt_runs(&base),
+                median(one.clone()),
+                fmt_runs(&one),
+                median(many.clone()),
+                fmt_runs(&many),
+                median(ratios.clone()),
+                ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }

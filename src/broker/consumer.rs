@@ -1,8 +1,12 @@
-//! Consuming one queue: manual acks, `basic_qos` prefetch, and one task per
-//! delivery so a slow provider call never holds up the others. The prefetch
-//! window bounds how many run at once.
+//! Consuming one queue: manual acks (batched per channel, see
+//! `pipeline::acks`), `basic_qos` prefetch, and one task per delivery so a
+//! slow provider call never holds up the others. The prefetch window bounds
+//! how many run at once.
 
-use crate::{domain::Channel, pipeline::Pipeline};
+use crate::{
+    domain::Channel,
+    pipeline::{Acks, Pipeline},
+};
 use futures_util::StreamExt;
 use lapin::{
     Connection,
@@ -93,6 +97,7 @@ async fn pump(
 ) -> Result<(), Option<String>> {
     let shutdown: CancellationToken = pipeline.shutdown.clone();
     let _running = pipeline.metrics.consumer_running(channel);
+    let acks = Acks::start();
     loop {
         tokio::select! {
             biased;
@@ -101,7 +106,7 @@ async fn pump(
                 Some(Ok(delivery)) => {
                     // Spawned as is: wrapped in an async block, the task
                     // would hold the delivery twice.
-                    tracker.spawn(Arc::clone(pipeline).handle(channel, delivery));
+                    tracker.spawn(Arc::clone(pipeline).handle(channel, delivery, acks.clone()));
                 }
                 Some(Err(e)) => return Err(Some(e.to_string())),
                 None => return Err(None),

@@ -2,10 +2,12 @@
 //! decode ([`crate::domain::decode`]), send and classify ([`deliver`], with
 //! its [`retry`] policy), settle ([`settle`]), then one log line.
 
+mod acks;
 mod deliver;
 mod retry;
 mod settle;
 
+pub(crate) use acks::Acks;
 pub(crate) use retry::RetryPolicy;
 
 use crate::{
@@ -57,7 +59,9 @@ impl Pipeline {
     }
 
     /// Takes one delivery from `channel`'s queue to its settled end.
-    pub(crate) async fn handle(self: Arc<Self>, channel: Channel, delivery: Delivery) {
+    pub(crate) async fn handle(self: Arc<Self>, channel: Channel, delivery: Delivery, acks: Acks) {
+        let slot = acks.slot(&delivery);
+        drop(acks);
         let _in_flight = self.metrics.in_flight(channel);
         let decision = self.decide(channel, &delivery).await;
         let error_code = match &decision.settlement {
@@ -66,7 +70,7 @@ impl Pipeline {
         };
         let settled = settle(
             decision.settlement,
-            &delivery.acker,
+            slot,
             &self.writer,
             &self.metrics,
             &self.shutdown,

@@ -2,15 +2,12 @@
 //! it, or give it back to the broker. Nothing is acked before its outcome is
 //! settled.
 
+use super::acks::Slot;
 use crate::{
     deadletter::{DeadLetter, DeadLetterWriter, InsertError},
     ops::metrics::{HeldWrite, Metrics, Outcome},
 };
 use backon::{ExponentialBuilder, Retryable};
-use lapin::{
-    Acker,
-    options::{BasicAckOptions, BasicNackOptions},
-};
 use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
@@ -63,14 +60,14 @@ fn insert_retries() -> ExponentialBuilder {
 /// never be written.
 pub(crate) async fn settle(
     settlement: Settlement,
-    acker: &Acker,
+    slot: Slot,
     writer: &DeadLetterWriter,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Settled {
     let row: Arc<DeadLetter> = match settlement {
-        Settlement::Ack => return ack(acker, Settled::Acked).await,
-        Settlement::Requeue => return requeue(acker).await,
+        Settlement::Ack => return ack(slot, Settled::Acked).await,
+        Settlement::Requeue => return requeue(slot).await,
         Settlement::DeadLetter(row) => Arc::from(row),
     };
     let mut held = None;
@@ -84,9 +81,9 @@ pub(crate) async fn settle(
         written => written,
     };
     match written {
-        Ok(new_row) => ack(acker, Settled::DeadLettered { new_row }).await,
+        Ok(new_row) => ack(slot, Settled::DeadLettered { new_row }).await,
         // Shutdown came while the row could not be written: give it back.
-        Err(_) => requeue(acker).await,
+        Err(_) => requeue(slot).await,
     }
 }
 
@@ -123,22 +120,20 @@ async fn write(
         .await
 }
 
-async fn ack(acker: &Acker, settled: Settled) -> Settled {
-    // Awaiting the ack means its frame has been handed to the socket, so a
-    // channel closed after this cannot put the message back.
-    match acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => settled,
-        Ok(false) | Err(_) => Settled::Unacked,
+async fn ack(slot: Slot, settled: Settled) -> Settled {
+    // The slot answers once the ack's frame has been handed to the socket,
+    // so a channel closed after this cannot put the message back.
+    if slot.ack().await {
+        settled
+    } else {
+        Settled::Unacked
     }
 }
 
-async fn requeue(acker: &Acker) -> Settled {
-    let options = BasicNackOptions {
-        requeue: true,
-        ..Default::default()
-    };
-    match acker.nack(options).await {
-        Ok(true) => Settled::Requeued,
-        Ok(false) | Err(_) => Settled::Unacked,
+async fn requeue(slot: Slot) -> Settled {
+    if slot.requeue().await {
+        Settled::Requeued
+    } else {
+        Settled::Unacked
     }
 }

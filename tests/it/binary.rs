@@ -414,3 +414,52 @@ async fn the_database_can_be_reached_over_tls() {
     assert!(stderr.contains("certificate"), "{stderr}");
     env.cleanup().await;
 }
+
+/// Acks go out in batches (`multiple`), but never past a delivery still in
+/// flight: after a crash with one slow job unfinished and 30 later ones
+/// settled, exactly that one comes back.
+#[tokio::test]
+async fn batched_acks_never_cover_a_delivery_still_in_flight() {
+    let env = TestEnv::new().await;
+    let email = FakeProvider::start(|c| {
+        if c.to() == "slow@example.com" {
+            Reply::ok().after(Duration::from_secs(60))
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let sms = FakeProvider::accepting().await;
+    let mut args = env.args(&email, &sms);
+    set_arg(&mut args, "--prefetch", Some("50"));
+    set_arg(&mut args, "--migosmtp-api-key", Some(EMAIL_KEY));
+    set_arg(&mut args, "--telnxo-api-key", Some(SMS_KEY));
+    let worker = ChildWorker::start(args).await;
+    env.publish("email", &email_job("slow", "slow@example.com"))
+        .await;
+    eventually(
+        "the slow call in flight",
+        Duration::from_secs(20),
+        || async { (email.in_flight() == 1).then_some(()) },
+    )
+    .await;
+    for i in 0..30 {
+        env.publish(
+            "email",
+            &email_job(&format!("fast-{i}"), &format!("f{i}@example.com")),
+        )
+        .await;
+    }
+    // Counted once each ack frame is on the socket.
+    worker
+        .wait_metric(r#"notify_jobs_total{channel="email",outcome="sent"}"#, 30.0)
+        .await;
+    worker.kill().await;
+    let back = eventually("the broker requeues", Duration::from_secs(20), || async {
+        let n = env.ready(&env.email_queue).await;
+        (n > 0).then_some(n)
+    })
+    .await;
+    assert_eq!(back, 1, "only the job still in flight comes back");
+    env.cleanup().await;
+}

@@ -830,6 +830,11 @@ impl ChildWorker {
         worker
     }
 
+    /// SIGKILL: no drain, no goodbye to the broker (a crash, an OOM kill).
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
     /// SIGTERM, then waits for a clean exit.
     pub async fn stop(mut self) {
         let pid = self.child.id().unwrap().to_string();

@@ -1,0 +1,165 @@
+//! Acks for one AMQP channel, batched: settled deliveries are answered by
+//! as few frames as the [`ledger`] allows (one `multiple` ack for a run of
+//! settled tags), sent by one task per channel. Each delivery's [`Slot`]
+//! still waits until its own frame has been handed to the socket, so
+//! "acked only after settled" and the `unacked` outcome mean what they did.
+
+mod ledger;
+
+use lapin::{
+    Acker,
+    message::Delivery,
+    options::{BasicAckOptions, BasicNackOptions},
+};
+use ledger::{Frame, Ledger, Want};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// How long a settled delivery waits behind an unsettled one before it is
+/// acked on its own: short against a call (a 200 ms provider loses 1 % of
+/// its slots), long enough for the deliveries around it to settle.
+const LINGER: Duration = Duration::from_millis(2);
+
+struct Settle {
+    tag: u64,
+    want: Want,
+    acker: Acker,
+    /// Told whether the frame was sent; `None` when nobody waits.
+    done: Option<oneshot::Sender<bool>>,
+}
+
+/// The sending side of one channel's acks. Unbounded because each delivery
+/// sends once and the prefetch bounds the deliveries.
+#[derive(Clone, Debug)]
+pub(crate) struct Acks {
+    tx: mpsc::UnboundedSender<Settle>,
+}
+
+impl Acks {
+    /// Starts the task that sends this channel's frames; it ends once every
+    /// `Acks` and `Slot` of the channel is gone and their frames are sent.
+    pub(crate) fn start() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(send_frames(rx));
+        Self { tx }
+    }
+
+    /// The one way to settle `delivery` with the broker.
+    pub(crate) fn slot(&self, delivery: &Delivery) -> Slot {
+        Slot {
+            tag: delivery.delivery_tag,
+            acker: Some(delivery.acker.clone()),
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+/// One delivery's answer to the broker, given once. Dropped unanswered (a
+/// task that panicked), it puts the delivery back in the queue, so the run
+/// of tags behind it is not held up and nothing is lost.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    tag: u64,
+    acker: Option<Acker>,
+    tx: mpsc::UnboundedSender<Settle>,
+}
+
+impl Slot {
+    /// Acks; `false` when the frame could not be sent (channel gone).
+    pub(crate) async fn ack(mut self) -> bool {
+        self.send(Want::Ack).await
+    }
+
+    /// Back to the queue; `false` when the frame could not be sent.
+    pub(crate) async fn requeue(mut self) -> bool {
+        self.send(Want::Requeue).await
+    }
+
+    async fn send(&mut self, want: Want) -> bool {
+        let Some(acker) = self.acker.take() else {
+            return false;
+        };
+        let (done, answer) = oneshot::channel();
+        let settle = Settle {
+            tag: self.tag,
+            want,
+            acker,
+            done: Some(done),
+        };
+        // A task gone (runtime shutting down) cannot send: the broker
+        // redelivers, as for a closed channel.
+        self.tx.send(settle).is_ok() && answer.await.unwrap_or(false)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(acker) = self.acker.take() {
+            let _ = self.tx.send(Settle {
+                tag: self.tag,
+                want: Want::Requeue,
+                acker,
+                done: None,
+            });
+        }
+    }
+}
+
+/// Collects what is settled, waking on each settle (taking all that came
+/// meanwhile) or when a delivery behind a gap is due.
+async fn send_frames(mut rx: mpsc::UnboundedReceiver<Settle>) {
+    let mut ledger: Ledger<(Acker, Option<oneshot::Sender<bool>>)> = Ledger::new(LINGER);
+    let mut open = true;
+    while open || ledger.next_due().is_some() {
+        let due = ledger.next_due();
+        tokio::select! {
+            got = rx.recv(), if open => match got {
+                Some(s) => {
+                    let now = Instant::now();
+                    ledger.settle(s.tag, s.want, now, (s.acker, s.done));
+                    while let Ok(s) = rx.try_recv() {
+                        ledger.settle(s.tag, s.want, now, (s.acker, s.done));
+                    }
+                }
+                None => open = false,
+            },
+            () = sleep_until(due) => {}
+        }
+        for (frame, with) in ledger.ready(Instant::now(), !open) {
+            send(frame, with).await;
+        }
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends one frame through the acker of its highest delivery and tells
+/// everyone it answers for.
+async fn send(frame: Frame, with: Vec<(Acker, Option<oneshot::Sender<bool>>)>) {
+    let Some((acker, _)) = with.last() else {
+        return;
+    };
+    let sent = match frame {
+        // The acker of the highest tag is the frame's: multiple covers the rest.
+        Frame::Ack { multiple, .. } => acker.ack(BasicAckOptions { multiple }).await,
+        Frame::Requeue { .. } => {
+            acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await
+        }
+    };
+    let sent = matches!(sent, Ok(true));
+    for (_, done) in with {
+        if let Some(done) = done {
+            let _ = done.send(sent);
+        }
+    }
+}
