@@ -113,6 +113,7 @@ async fn metrics_count_outcomes_and_never_hold_keys_recipients_or_ids() {
     ] {
         assert_eq!(metric(&text, series), Some(value), "{series} in:\n{text}");
     }
+    promtool_accepts(&text);
     for secret in [
         EMAIL_KEY,
         SMS_KEY,
@@ -132,4 +133,30 @@ async fn metrics_count_outcomes_and_never_hold_keys_recipients_or_ids() {
             .contains("[redacted]")
     );
     env.cleanup().await;
+}
+
+/// `promtool check metrics` (Debian's prometheus package; CI installs it)
+/// on a scrape: HELP on every metric, names and units by convention.
+fn promtool_accepts(scrape: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`) must be installed to lint /metrics");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(scrape.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}"
+    );
 }
