@@ -19,7 +19,9 @@
 //! (i) the worker against a no-op relay: jobs/s, CPU per job of each and
 //!     of the broker (pipeline/thrift.rs);
 //! (j) `enqueue --file`: confirms in flight against one at a time, and a
-//!     bare lapin publisher (pipeline/bulk.rs).
+//!     bare lapin publisher (pipeline/bulk.rs);
+//! (k) traces: worker CPU per job with spans exported by OTLP/HTTP against
+//!     traces off, jobs carrying a `traceparent` (pipeline/traced.rs).
 //!
 //! For profiling: `--only d` runs some scenarios; `BENCH_RUNS`, `BENCH_JOBS`,
 //! `BENCH_RSS_IN_FLIGHT=2000`, `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink
@@ -161,6 +163,8 @@ mod bulk;
 mod flow;
 #[path = "pipeline/thrift.rs"]
 mod thrift;
+#[path = "pipeline/traced.rs"]
+mod traced;
 
 impl Fake {
     fn count(&self) -> usize {
@@ -324,6 +328,19 @@ impl Env {
         consumers: usize,
         extra: &[&str],
     ) -> Worker {
+        self.worker_with_env(provider, prefetch, consumers, extra, &[])
+            .await
+    }
+
+    /// [`Env::worker`] with these environment variables.
+    async fn worker_with_env(
+        &self,
+        provider: &str,
+        prefetch: usize,
+        consumers: usize,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Worker {
         let admin = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -349,6 +366,7 @@ impl Env {
             )
             // Trusts the test CA of the TLS fake.
             .env("SSL_CERT_FILE", tls::CA)
+            .envs(envs.iter().copied())
             .args([
                 "run",
                 "--no-migrate",
@@ -684,7 +702,7 @@ async fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned()
-        .unwrap_or_else(|| "a,b,c,d,e,f,g,h,i,j".into());
+        .unwrap_or_else(|| "a,b,c,d,e,f,g,h,i,j,k".into());
     let run = |s: &str| {
         only.split(',')
             .any(|o| o == s || (s == "ab" && (o == "a" || o == "b")))
@@ -1013,5 +1031,43 @@ async fn main() {
                     .join(", ")
             );
         }
+    }
+    if run("k") {
+        let n = sizes.thrift;
+        println!(
+            "\n| (k) {n} traced jobs, instant provider, quorum | traces off: jobs/s, CPU per job | exported by OTLP/HTTP: jobs/s, CPU per job | CPU on/off | spans received |"
+        );
+        println!("|---|---|---|---|---|");
+        let mut runs = Vec::new();
+        for _ in 0..sizes.runs {
+            let env = Env::new(QueueType::Quorum).await;
+            let off = traced::run(&env, n, false).await;
+            let on = traced::run(&env, n, true).await;
+            env.drop_all().await;
+            runs.push((off, on));
+        }
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let ratios: Vec<f64> = runs
+            .iter()
+            .map(|(off, on)| on.cpu_per_job.as_secs_f64() / off.cpu_per_job.as_secs_f64())
+            .collect();
+        println!(
+            "| {} runs | {:.0}/s, {:.0} us | {:.0}/s, {:.0} us | {:.2} ({}) | {} |",
+            runs.len(),
+            median(runs.iter().map(|r| r.0.jobs_per_sec).collect()),
+            median(runs.iter().map(|r| us(r.0.cpu_per_job)).collect()),
+            median(runs.iter().map(|r| r.1.jobs_per_sec).collect()),
+            median(runs.iter().map(|r| us(r.1.cpu_per_job)).collect()),
+            median(ratios.clone()),
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            runs.iter()
+                .map(|r| r.1.spans.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 }

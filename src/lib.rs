@@ -31,3 +31,5 @@ pub use domain::{
     JobId, KeyError, MAX_ID_CHARS, Message, PhoneNumber, Provider, SmsJob, Text, UnknownName,
     decode,
 };
+/// OpenTelemetry trace context for producers: parse a `traceparent`.
+pub use ops::traces;

@@ -87,7 +87,7 @@ pub(crate) async fn relay_child(queue: &str, url: &str) {
 type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
 
 /// User plus system CPU of `pid` so far.
-fn cpu(pid: u32) -> Duration {
+pub(crate) fn cpu(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces), in clock ticks.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);

@@ -3,6 +3,7 @@
 //! the confirming publisher producers and operators use.
 
 mod consumer;
+mod new_job;
 mod publisher;
 mod session;
 mod topology;

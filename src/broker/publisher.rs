@@ -3,65 +3,22 @@
 //! worker's own decoder first, so nothing is published that the worker
 //! would refuse.
 
+pub use super::new_job::{NewEmail, NewJob, NewSms};
 use super::topology::{self, BrokerError, Topology};
-use crate::domain::{Channel, DEFAULT_MAX_BODY_BYTES, DecodeInput, decode, redact_url};
+use crate::{
+    domain::{Channel, DEFAULT_MAX_BODY_BYTES, DecodeInput, decode, redact_url},
+    ops::traces::{self, PublishSpan},
+};
 use futures_util::{StreamExt, stream::FuturesOrdered};
 use lapin::{
     BasicProperties, Confirmation, Connection, Event,
     options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::FieldTable,
     uri::AMQPUri,
 };
-use serde::{Deserialize, Serialize};
+use opentelemetry::Context;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// An email job as producers build it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewEmail {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    pub from: String,
-    pub to: String,
-    pub subject: String,
-    pub html: String,
-}
-
-/// An SMS job as producers build it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewSms {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    pub from: String,
-    pub to: String,
-    pub message: String,
-}
-
-/// A job to publish.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "channel", rename_all = "lowercase")]
-pub enum NewJob {
-    Email(NewEmail),
-    Sms(NewSms),
-}
-
-impl NewJob {
-    pub fn channel(&self) -> Channel {
-        match self {
-            NewJob::Email(_) => Channel::Email,
-            NewJob::Sms(_) => Channel::Sms,
-        }
-    }
-
-    /// The message body: the job's fields without the `channel` tag.
-    pub fn body(&self) -> Vec<u8> {
-        let body = match self {
-            NewJob::Email(e) => serde_json::to_vec(e),
-            NewJob::Sms(s) => serde_json::to_vec(s),
-        };
-        // Serialising plain strings cannot fail.
-        body.unwrap_or_default()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -174,22 +131,33 @@ impl Publisher {
 
     /// Checks `job` with the worker's decoder, publishes it with its `id`
     /// (or a new UUIDv7) as `message_id`, and waits for the broker's
-    /// confirm. Two identical jobs without an `id` stay two jobs.
+    /// confirm. Two identical jobs without an `id` stay two jobs. The
+    /// current OpenTelemetry context goes with it (`traceparent`), so the
+    /// worker's spans join the caller's trace.
     pub async fn publish(&self, job: &NewJob) -> Result<(), PublishError> {
+        self.publish_in(job, &Context::current()).await
+    }
+
+    /// [`Publisher::publish`] in the trace of `cx`.
+    pub async fn publish_in(&self, job: &NewJob, cx: &Context) -> Result<(), PublishError> {
         let (body, id) = self.check(job)?;
-        self.publish_raw(job.channel(), &body, id).await
+        self.send(job.channel(), &body, id, cx, None).await?.await
     }
 
     /// Publishes `body` as is (a replayed payload), with `message_id` (a new
     /// UUIDv7 when `None`) as the AMQP property, so an id-less job keeps
-    /// its id, and waits for the confirm.
+    /// its id, and waits for the confirm. A new trace starts, linked to
+    /// `link` (the original job's) when traces are on.
     pub async fn publish_raw(
         &self,
         channel: Channel,
         body: &[u8],
         message_id: Option<&str>,
+        link: Option<&Context>,
     ) -> Result<(), PublishError> {
-        self.send(channel, body, message_id).await?.await
+        self.send(channel, body, message_id, &Context::new(), link)
+            .await?
+            .await
     }
 
     /// Checks and publishes `jobs`, keeping at most `window` confirms in
@@ -202,6 +170,16 @@ impl Publisher {
         jobs: &[NewJob],
         window: usize,
     ) -> Vec<Result<(), PublishError>> {
+        self.publish_all_in(jobs, window, &Context::current()).await
+    }
+
+    /// [`Publisher::publish_all`] in the trace of `cx`.
+    pub async fn publish_all_in(
+        &self,
+        jobs: &[NewJob],
+        window: usize,
+        cx: &Context,
+    ) -> Vec<Result<(), PublishError>> {
         let mut results: Vec<Option<Result<(), PublishError>>> = Vec::with_capacity(jobs.len());
         results.resize_with(jobs.len(), || None);
         let mut pending = FuturesOrdered::new();
@@ -212,7 +190,7 @@ impl Publisher {
                 continue;
             }
             let sent = match self.check(job) {
-                Ok((body, id)) => self.send(job.channel(), &body, id).await,
+                Ok((body, id)) => self.send(job.channel(), &body, id, cx, None).await,
                 Err(e) => Err(e),
             };
             match sent {
@@ -262,13 +240,17 @@ impl Publisher {
         Ok((body, id))
     }
 
-    /// Sends one message; the future returned waits for its confirm, until
-    /// the confirm timeout (counted from now) or the broker blocking us.
+    /// Sends one message in the trace of `cx` (a producer span of its own
+    /// when traces are on, linked to `link`); the future returned waits for
+    /// its confirm, until the confirm timeout (counted from now) or the
+    /// broker blocking us.
     async fn send(
         &self,
         channel: Channel,
         body: &[u8],
         message_id: Option<&str>,
+        cx: &Context,
+        link: Option<&Context>,
     ) -> Result<impl Future<Output = Result<(), PublishError>> + use<>, PublishError> {
         if let Some(reason) = self.blocked.borrow().clone() {
             return Err(PublishError::Blocked(reason));
@@ -276,11 +258,17 @@ impl Publisher {
         let deadline = tokio::time::Instant::now() + self.confirm_timeout;
         let timeout = self.confirm_timeout;
         let id = message_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
-        let props = BasicProperties::default()
+        let routing_key = channel.as_str();
+        let mut span = PublishSpan::start(cx, &self.exchange, routing_key, link);
+        let mut headers = FieldTable::default();
+        traces::inject_amqp(&span.cx, &mut headers);
+        let mut props = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
             .with_message_id(id.into());
-        let routing_key = channel.as_str();
+        if !headers.inner().is_empty() {
+            props = props.with_headers(headers);
+        }
         let publish = self.channel.basic_publish(
             self.exchange.as_str().into(),
             routing_key.into(),
@@ -296,16 +284,38 @@ impl Publisher {
         let mut blocked = self.blocked.clone();
         let confirm = tokio::select! {
             sent = tokio::time::timeout_at(deadline, publish) => match sent {
-                Ok(sent) => sent.map_err(|e| PublishError::Publish(e.to_string()))?,
-                Err(_) => return Err(PublishError::Timeout(timeout)),
+                Ok(Ok(confirm)) => confirm,
+                Ok(Err(e)) => return Err(failed(&mut span, PublishError::Publish(e.to_string()))),
+                Err(_) => return Err(failed(&mut span, PublishError::Timeout(timeout))),
             },
             reason = blocked.wait_for(Option::is_some) => {
                 let reason = reason.ok().and_then(|r| r.clone()).unwrap_or_default();
-                return Err(PublishError::Blocked(reason));
+                return Err(failed(&mut span, PublishError::Blocked(reason)));
             }
         };
         let exchange = self.exchange.clone();
         Ok(async move {
+            let confirmed =
+                Self::confirmed(confirm, deadline, timeout, blocked, exchange, routing_key).await;
+            match confirmed {
+                Ok(()) => {
+                    span.ok();
+                    Ok(())
+                }
+                Err(e) => Err(failed(&mut span, e)),
+            }
+        })
+    }
+
+    async fn confirmed(
+        confirm: impl Future<Output = lapin::Result<Confirmation>>,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+        mut blocked: watch::Receiver<Option<String>>,
+        exchange: String,
+        routing_key: &'static str,
+    ) -> Result<(), PublishError> {
+        {
             let confirmation = tokio::select! {
                 confirmed = tokio::time::timeout_at(deadline, confirm) => match confirmed {
                     Ok(c) => c.map_err(|e| PublishError::Publish(e.to_string()))?,
@@ -327,7 +337,7 @@ impl Publisher {
                     Err(PublishError::Publish("confirms not enabled".into()))
                 }
             }
-        })
+        }
     }
 
     /// Closes channel and connection, waiting a few seconds at most. A
@@ -342,5 +352,28 @@ impl Publisher {
             let _ = self.connection.close(200, "done".into()).await;
         };
         let _ = tokio::time::timeout(Duration::from_secs(3), closing).await;
+    }
+}
+
+/// Ends `span` as failed with `e`, and hands `e` on.
+fn failed(span: &mut PublishSpan, e: PublishError) -> PublishError {
+    span.failed(e.kind());
+    e
+}
+
+impl PublishError {
+    /// A low-cardinality name for `error.type`.
+    fn kind(&self) -> &'static str {
+        match self {
+            PublishError::Broker(_) => "broker",
+            PublishError::Url(_) => "url",
+            PublishError::Invalid(_) => "invalid",
+            PublishError::Publish(_) => "publish",
+            PublishError::Nacked => "nacked",
+            PublishError::Blocked(_) => "blocked",
+            PublishError::Timeout(_) => "timeout",
+            PublishError::NotTried(_) => "not_tried",
+            PublishError::Unroutable { .. } => "unroutable",
+        }
     }
 }

@@ -8,6 +8,7 @@ use crate::{
     broker::Publisher,
     deadletter::queries::{self, Filter, State, When},
     domain::{Channel, Provider},
+    ops::traces,
 };
 use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
@@ -311,7 +312,15 @@ async fn replay(
             t.tick().await;
         }
         if let Err(e) = publisher
-            .publish_raw(row.channel, &row.body(), Some(&row.job_id))
+            .publish_raw(
+                row.channel,
+                &row.body(),
+                Some(&row.job_id),
+                row.trace_parent
+                    .as_deref()
+                    .map(traces::parse_traceparent)
+                    .as_ref(),
+            )
             .await
         {
             // Dropping `tx` rolls back: the row stays open.

@@ -1,7 +1,10 @@
 //! `notify-worker enqueue`: publish jobs with publisher confirms.
 
 use super::{BodyLimit, BrokerArgs, PublishArgs};
-use crate::broker::{NewEmail, NewJob, NewSms, PublishError};
+use crate::{
+    broker::{NewEmail, NewJob, NewSms, PublishError},
+    ops::traces,
+};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use std::{io::BufRead, path::PathBuf};
@@ -64,6 +67,10 @@ pub(crate) async fn run(args: EnqueueArgs) -> anyhow::Result<bool> {
         };
     let publisher = args.publish.publisher(&args.broker, &args.body).await?;
     let window = args.publish.window();
+    // A caller's trace, by the environment-variable carrier convention.
+    let trace = std::env::var("TRACEPARENT")
+        .map(|t| traces::parse_traceparent(&t))
+        .unwrap_or_default();
     let (mut ok, mut failed, mut not_tried) = (0usize, 0usize, 0usize);
     let mut stopped: Option<String> = None;
     loop {
@@ -87,12 +94,8 @@ pub(crate) async fn run(args: EnqueueArgs) -> anyhow::Result<bool> {
                 }
             })
             .unzip();
-        for (result, place) in publisher
-            .publish_all(&jobs, window)
-            .await
-            .into_iter()
-            .zip(places)
-        {
+        let results = publisher.publish_all_in(&jobs, window, &trace).await;
+        for (result, place) in results.into_iter().zip(places) {
             match result {
                 Ok(()) => ok += 1,
                 Err(PublishError::NotTried(why)) => {

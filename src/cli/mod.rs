@@ -22,6 +22,7 @@ use crate::{
     ops::{
         shutdown,
         telemetry::{self, LogFormat},
+        traces::Traces,
     },
 };
 use clap::{Args, Parser, Subcommand};
@@ -213,7 +214,18 @@ pub async fn execute(cli: Cli) -> ExitCode {
     if let Err(e) = telemetry::init(cli.log_format, &cli.log_level) {
         return fail(EXIT_CONFIG, &e);
     }
-    match cli.command {
+    if let Err(e) = Traces::init() {
+        return fail(EXIT_CONFIG, &e);
+    }
+    let code = command(cli.command).await;
+    // Spans still queued go out before the process ends (SIGTERM included:
+    // `run` returns once drained).
+    Traces::shutdown(Duration::from_secs(5)).await;
+    code
+}
+
+async fn command(command: Command) -> ExitCode {
+    match command {
         Command::Run(args) => run::run(*args).await,
         Command::Migrate(db) => {
             // A migration may rightly run long: no statement timeout.

@@ -266,6 +266,8 @@ pub(crate) struct ToReplay {
     pub(crate) channel: Channel,
     payload: Option<serde_json::Value>,
     raw_payload: Option<Vec<u8>>,
+    /// The original job's trace, for the replay's span to link to.
+    pub(crate) trace_parent: Option<String>,
 }
 
 impl ToReplay {
@@ -286,8 +288,9 @@ pub(crate) async fn lock_next_open(
     filter: &Filter,
     after: i64,
 ) -> Result<Option<ToReplay>, QueryError> {
-    let mut q =
-        QueryBuilder::new("SELECT id, job_id, channel, payload, raw_payload FROM dead_letters");
+    let mut q = QueryBuilder::new(
+        "SELECT id, job_id, channel, payload, raw_payload, trace_parent FROM dead_letters",
+    );
     filter.open().push_where(&mut q);
     q.push(" AND id > ").push_bind(after);
     q.push(" ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED");

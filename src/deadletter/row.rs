@@ -34,6 +34,8 @@ pub(crate) struct DeadLetter {
     pub(crate) body: Body,
     pub(crate) attempts: u32,
     pub(crate) source_queue: String,
+    /// The job's W3C `traceparent`, when it had a trace.
+    pub(crate) trace_parent: Option<String>,
     /// Only [`DeadLetter::new`] builds a row.
     _storable: Storable,
 }
@@ -66,6 +68,7 @@ pub(crate) struct Parts<'a> {
     pub(crate) raw: &'a [u8],
     pub(crate) attempts: u32,
     pub(crate) source_queue: &'a str,
+    pub(crate) trace_parent: Option<String>,
 }
 
 impl DeadLetter {
@@ -88,6 +91,10 @@ impl DeadLetter {
             body,
             attempts: parts.attempts,
             source_queue: storable(parts.source_queue, MAX_QUEUE),
+            // A traceparent is 55 ASCII characters; anything longer is not one.
+            trace_parent: parts
+                .trace_parent
+                .filter(|t| t.len() <= 128 && t.is_ascii()),
             _storable: Storable,
         }
     }

@@ -141,7 +141,7 @@ impl DeadLetterStore {
         }
         let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
             "INSERT INTO dead_letters (job_id, channel, provider, error_code, reason, \
-             http_status, provider_response, payload, raw_payload, attempts, source_queue) ",
+             http_status, provider_response, payload, raw_payload, attempts, source_queue, trace_parent) ",
         );
         q.push_values(rows, |mut b, row| {
             let (payload, raw) = match &row.body {
@@ -159,7 +159,8 @@ impl DeadLetterStore {
                 .push_bind(payload)
                 .push_bind(raw)
                 .push_bind(i32::try_from(row.attempts).unwrap_or(i32::MAX))
-                .push_bind(row.source_queue.clone());
+                .push_bind(row.source_queue.clone())
+                .push_bind(row.trace_parent.clone());
         });
         q.push(" ON CONFLICT (channel, job_id) WHERE replayed_at IS NULL DO NOTHING RETURNING channel, job_id");
         let mut written: Vec<(String, String)> = q
@@ -205,6 +206,7 @@ mod tests {
             raw: b"",
             attempts: 0,
             source_queue: "q",
+            trace_parent: None,
         })
     }
 
@@ -304,6 +306,7 @@ mod tests {
                     raw: &raw,
                     attempts,
                     source_queue: &queue,
+                    trace_parent: None,
                 });
                 let stored = rt.block_on(db.store.insert(&row));
                 prop_assert!(stored.is_ok(), "{stored:?}");

@@ -90,6 +90,7 @@ mod tests {
             raw: b"raw",
             attempts: 0,
             source_queue: "q",
+            trace_parent: None,
         }))
     }
 

@@ -6,3 +6,4 @@ mod held;
 pub(crate) mod metrics;
 pub(crate) mod shutdown;
 pub(crate) mod telemetry;
+pub mod traces;

@@ -3,8 +3,11 @@
 use super::{Route, retry::RetryPolicy};
 use crate::{
     domain::{Class, ErrorCode, Job, classify, error_code, error_message},
-    ops::metrics::Metrics,
-    provider::{Answer, Attempt, FlowOutcome, Verdict},
+    ops::{
+        metrics::Metrics,
+        traces::{CallInfo, JobTrace},
+    },
+    provider::{Answer, Attempt, FlowOutcome, TraceHeaders, Verdict},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +53,7 @@ impl Failure {
 /// called). Waits end early on `shutdown`, so draining is not held up.
 pub(crate) async fn deliver(
     job: &Job,
+    trace: &JobTrace,
     route: &Route,
     policy: &RetryPolicy,
     metrics: &Metrics,
@@ -64,7 +68,25 @@ pub(crate) async fn deliver(
             return Sending::Abandoned { attempts };
         };
         attempts += 1;
-        let (answer, took) = route.client.send(&job.message).await;
+        let endpoint = route.client.endpoint();
+        let span = trace.attempt(&CallInfo {
+            url: &endpoint.url,
+            host: &endpoint.host,
+            port: endpoint.port,
+            attempt: attempts,
+        });
+        let headers = TraceHeaders {
+            traceparent: span.traceparent.clone(),
+            tracestate: span.tracestate.clone(),
+        };
+        let (answer, took) = route.client.send(&job.message, headers).await;
+        match &answer {
+            Answer::Http { status, .. } if *status >= 400 => {
+                span.end(Some(*status), Some(&status.to_string()));
+            }
+            Answer::Http { status, .. } => span.end(Some(*status), None),
+            Answer::NoResponse(error) => span.end(None, Some(no_response_type(error))),
+        }
         let (status, retry_after, body, no_response) = match answer {
             Answer::Http {
                 status,
@@ -153,5 +175,16 @@ pub(crate) async fn deliver(
             () = tokio::time::sleep(wait) => {}
             () = shutdown.cancelled() => return Sending::Abandoned { attempts },
         }
+    }
+}
+
+/// `error.type` of a call without a response.
+fn no_response_type(error: &str) -> &'static str {
+    if error.starts_with("timeout") {
+        "timeout"
+    } else if error.contains("connect") {
+        "connect_error"
+    } else {
+        "transport_error"
     }
 }

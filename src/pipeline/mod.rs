@@ -13,7 +13,10 @@ pub(crate) use retry::RetryPolicy;
 use crate::{
     deadletter::{DeadLetter, DeadLetterWriter, Parts},
     domain::{Channel, DecodeInput, ErrorCode, JobId, Provider, decode},
-    ops::metrics::Metrics,
+    ops::{
+        metrics::Metrics,
+        traces::{JobTrace, Received},
+    },
     provider::{Gate, ProviderClient},
 };
 use deliver::{Failure, Sending, deliver};
@@ -63,7 +66,20 @@ impl Pipeline {
         let slot = acks.slot(&delivery);
         drop(acks);
         let _in_flight = self.metrics.in_flight(channel);
-        let decision = self.decide(channel, &delivery).await;
+        let trace = JobTrace::start(&Received {
+            headers: delivery.properties.headers().as_ref(),
+            exchange: delivery.exchange.as_str(),
+            routing_key: delivery.routing_key.as_str(),
+            queue: &self.source_queues[channel.index()],
+            message_id: delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.as_str()),
+            delivery_tag: delivery.delivery_tag,
+            body_size: delivery.data.len(),
+        });
+        let decision = self.decide(channel, &delivery, &trace).await;
         let error_code = match &decision.settlement {
             Settlement::DeadLetter(row) => Some(row.error_code.clone()),
             _ => None,
@@ -81,8 +97,11 @@ impl Pipeline {
         if let (Settled::DeadLettered { .. }, Some(code)) = (settled, &error_code) {
             self.metrics.dead_lettered(channel, code);
         }
+        let ids = trace.ids();
         tracing::info!(
             job_id = %decision.job_id,
+            trace_id = ids.as_ref().map(|(t, _)| t.as_str()),
+            span_id = ids.as_ref().map(|(_, s)| s.as_str()),
             %channel,
             outcome = outcome.as_str(),
             attempts = decision.attempts,
@@ -92,9 +111,10 @@ impl Pipeline {
             redelivered = delivery.redelivered,
             "job settled"
         );
+        trace.end(outcome.as_str(), error_code.as_ref().map(ErrorCode::as_str));
     }
 
-    async fn decide(&self, channel: Channel, delivery: &Delivery) -> Decision {
+    async fn decide(&self, channel: Channel, delivery: &Delivery, trace: &JobTrace) -> Decision {
         let message_id = delivery
             .properties
             .message_id()
@@ -107,14 +127,24 @@ impl Pipeline {
             max_bytes: self.max_body_bytes,
         });
         let job = match decoded {
-            Ok(job) => job,
+            Ok(job) => {
+                trace.job_id(job.id.as_str());
+                job
+            }
             Err(invalid) => {
                 let reason = format!(
                     "invalid job: {}. Fix: correct the producer (see schemas/), then publish again",
                     invalid.reason
                 );
                 let failure = Failure::unsent(ErrorCode::InvalidJob, reason);
-                let row = self.row(channel, delivery, &invalid.job_id, invalid.payload, failure);
+                let row = self.row(
+                    channel,
+                    delivery,
+                    trace,
+                    &invalid.job_id,
+                    invalid.payload,
+                    failure,
+                );
                 return Decision::unsent(invalid.job_id, row);
             }
         };
@@ -127,11 +157,19 @@ impl Pipeline {
                 self.max_redeliveries
             );
             let failure = Failure::unsent(ErrorCode::RedeliveryLimit, reason);
-            let row = self.row(channel, delivery, &job.id, reparse(delivery), failure);
+            let row = self.row(
+                channel,
+                delivery,
+                trace,
+                &job.id,
+                reparse(delivery),
+                failure,
+            );
             return Decision::unsent(job.id, row);
         }
         let sending = deliver(
             &job,
+            trace,
             self.route(channel),
             &self.retry,
             &self.metrics,
@@ -143,7 +181,14 @@ impl Pipeline {
             Sending::Abandoned { attempts } => (Settlement::Requeue, attempts, None),
             Sending::Failed(failure) => {
                 let (attempts, status) = (failure.attempts, failure.http_status);
-                let row = self.row(channel, delivery, &job.id, reparse(delivery), failure);
+                let row = self.row(
+                    channel,
+                    delivery,
+                    trace,
+                    &job.id,
+                    reparse(delivery),
+                    failure,
+                );
                 (Settlement::DeadLetter(row), attempts, status)
             }
         };
@@ -160,6 +205,7 @@ impl Pipeline {
         &self,
         channel: Channel,
         delivery: &Delivery,
+        trace: &JobTrace,
         job_id: &JobId,
         payload: Option<serde_json::Value>,
         failure: Failure,
@@ -178,6 +224,7 @@ impl Pipeline {
             raw: &delivery.data[..delivery.data.len().min(self.max_body_bytes)],
             attempts: failure.attempts,
             source_queue: &self.source_queues[channel.index()],
+            trace_parent: trace.traceparent(),
         }))
     }
 }

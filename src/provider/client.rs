@@ -35,10 +35,26 @@ pub enum ClientError {
     Build(String),
 }
 
+/// Where a provider's calls go, for their spans.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+/// A call's trace context, sent as `traceparent` / `tracestate`.
+#[derive(Debug, Default)]
+pub(crate) struct TraceHeaders {
+    pub(crate) traceparent: Option<String>,
+    pub(crate) tracestate: Option<String>,
+}
+
 /// A typed client for one provider.
 #[derive(Clone)]
 pub(crate) struct ProviderClient {
     provider: Provider,
+    endpoint: Arc<Endpoint>,
     transport: Arc<Transport>,
     /// Shared with the key-file watcher, which replaces it on rotation.
     key: Arc<RwLock<ApiKey>>,
@@ -76,9 +92,15 @@ impl ProviderClient {
                 provider.path()
             ))
             .map_err(|e| bad(e.to_string()))?;
+        let endpoint = Endpoint {
+            url: url.as_str().to_owned(),
+            host: url.host_str().unwrap_or_default().to_owned(),
+            port: url.port_or_known_default().unwrap_or(0),
+        };
         let transport = Transport::new(provider, options, url).map_err(ClientError::Build)?;
         Ok(Self {
             provider,
+            endpoint: Arc::new(endpoint),
             transport: Arc::new(transport),
             key: Arc::new(RwLock::new(key)),
         })
@@ -98,9 +120,13 @@ impl ProviderClient {
         self.provider
     }
 
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     /// Sends `message` once. Never fails: a missing response is an
     /// [`Answer::NoResponse`], which the caller classifies as transient.
-    pub(crate) async fn send(&self, message: &Message) -> (Answer, Duration) {
+    pub(crate) async fn send(&self, message: &Message, trace: TraceHeaders) -> (Answer, Duration) {
         let started = Instant::now();
         let key = self.key();
         let body = match message {
@@ -117,9 +143,13 @@ impl ProviderClient {
                 );
             }
         };
+        // A context that is not a valid header value is not sent.
+        let header = |v: Option<String>| v.and_then(|v| HeaderValue::try_from(v).ok());
         let call = Call {
             authorization: authorization(&key),
             body: body.into(),
+            traceparent: header(trace.traceparent),
+            tracestate: header(trace.tracestate),
         };
         let reply = match self.transport.call(&call).await {
             Ok(reply) => reply,

@@ -14,7 +14,7 @@ mod pause;
 mod transport;
 
 pub use client::ClientError;
-pub(crate) use client::{Answer, ProviderClient};
+pub(crate) use client::{Answer, ProviderClient, TraceHeaders};
 pub(crate) use flow::{FlowPolicy, Outcome as FlowOutcome};
 pub(crate) use gate::Gate;
 pub(crate) use keywatch::{KeyFile, spawn as watch_key_file};

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_notify-worker");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_notify-worker");
 
 fn key_file(key_with_newline: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -21,12 +21,12 @@ fn key_file(key_with_newline: &str) -> tempfile::NamedTempFile {
 }
 
 /// A loopback address with a port free at the time of asking.
-fn free_addr() -> String {
+pub(crate) fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().to_string()
 }
 
-async fn wait_ready(admin: &str) {
+pub(crate) async fn wait_ready(admin: &str) {
     eventually("worker ready", Duration::from_secs(30), || async {
         let r = reqwest::get(format!("http://{admin}/readyz")).await.ok()?;
         (r.status() == 200).then_some(())

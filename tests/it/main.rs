@@ -12,3 +12,4 @@ mod resilience;
 mod retries;
 mod sandbox;
 mod support;
+mod traces;

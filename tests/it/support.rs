@@ -72,6 +72,8 @@ pub struct Call {
     pub content_type: Option<String>,
     pub body: Value,
     pub raw_headers: String,
+    /// The W3C trace context sent, if any.
+    pub traceparent: Option<String>,
     /// HTTP version the call came over, and the client's address (one per
     /// connection).
     pub version: axum::http::Version,
@@ -319,6 +321,7 @@ async fn handle(
         authorization: header("authorization"),
         content_type: header("content-type"),
         raw_headers: format!("{headers:?}"),
+        traceparent: header("traceparent"),
         version,
         peer,
         body,

@@ -6,7 +6,7 @@
 //! for long. Pure: the I/O is in the parent module.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -36,6 +36,10 @@ pub(crate) struct Ledger<T> {
     waiting: BTreeMap<u64, (Want, Instant, T)>,
     /// Beyond `through`, already sent on their own.
     sent: BTreeSet<u64>,
+    /// Tags in the order they settled (times only grow), so the ones due
+    /// on their own are found from the front, not by a scan: some may have
+    /// gone out in a run since.
+    order: VecDeque<(Instant, u64)>,
     linger: Duration,
 }
 
@@ -45,12 +49,14 @@ impl<T> Ledger<T> {
             through: 0,
             waiting: BTreeMap::new(),
             sent: BTreeSet::new(),
+            order: VecDeque::new(),
             linger,
         }
     }
 
     pub(crate) fn settle(&mut self, tag: u64, want: Want, now: Instant, with: T) {
         self.waiting.insert(tag, (want, now, with));
+        self.order.push_back((now, tag));
     }
 
     /// The frames to send now, in order, each with what it answers for.
@@ -83,13 +89,11 @@ impl<T> Ledger<T> {
             let multiple = acked.len() > 1;
             frames.push((Frame::Ack { tag, multiple }, acked));
         }
-        let due: Vec<u64> = self
-            .waiting
-            .iter()
-            .filter(|(_, (_, at, _))| all || now.duration_since(*at) >= self.linger)
-            .map(|(tag, _)| *tag)
-            .collect();
-        for tag in due {
+        while let Some(&(at, tag)) = self.order.front() {
+            if !all && now.duration_since(at) < self.linger {
+                break;
+            }
+            self.order.pop_front();
             if let Some((want, _, with)) = self.waiting.remove(&tag) {
                 self.sent.insert(tag);
                 let frame = match want {
@@ -106,11 +110,15 @@ impl<T> Ledger<T> {
     }
 
     /// When the oldest delivery waiting behind a gap is due on its own.
-    pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.waiting
-            .values()
-            .map(|(_, at, _)| *at + self.linger)
-            .min()
+    pub(crate) fn next_due(&mut self) -> Option<Instant> {
+        // Drop from the front what already went out in a run.
+        while let Some(&(_, tag)) = self.order.front() {
+            if self.waiting.contains_key(&tag) {
+                break;
+            }
+            self.order.pop_front();
+        }
+        self.order.front().map(|(at, _)| *at + self.linger)
     }
 }
 

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
     Method, Request, Uri,
-    header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT},
+    header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT},
 };
 use hyper_util::client::proxy::matcher::Matcher;
 use std::{
@@ -76,21 +76,6 @@ impl HttpOptions {
     }
 }
 
-/// One HTTP/2 connection and the calls it carries.
-struct Lane {
-    slot: Slot,
-    in_flight: AtomicUsize,
-}
-
-/// A lane taken for one call; gives it back when dropped.
-struct LaneGuard<'a>(&'a Lane);
-
-impl Drop for LaneGuard<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Where calls go: hyper's HTTP/1.1 ([`super::http1`]) or HTTP/2
 /// ([`super::http2`]) connections, HTTP/2 falling back to HTTP/1.1 if the
 /// provider declines it by ALPN; reqwest behind a proxy.
@@ -112,15 +97,28 @@ enum Engine {
 pub(crate) struct Transport {
     provider: Provider,
     url: reqwest::Url,
+    /// Absolute, for HTTP/2 (`:scheme`, `:authority`).
     uri: Uri,
+    /// Origin form and `Host`, for HTTP/1.1: hyper's connection API sends
+    /// the URI as given and adds no `Host`, which servers may refuse.
+    path: Uri,
+    host: HeaderValue,
     options: HttpOptions,
     engine: Engine,
 }
+
+use lanes::{Lane, take_lane};
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// One call's request: the JSON body and the `Authorization` value.
 pub(crate) struct Call {
     pub(crate) authorization: HeaderValue,
     pub(crate) body: Bytes,
+    /// W3C trace context, when the job has one.
+    pub(crate) traceparent: Option<HeaderValue>,
+    pub(crate) tracestate: Option<HeaderValue>,
 }
 
 impl Transport {
@@ -132,6 +130,16 @@ impl Transport {
         url: reqwest::Url,
     ) -> Result<Self, String> {
         let uri = url.as_str().parse::<Uri>().map_err(|e| e.to_string())?;
+        let path = uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse::<Uri>()
+            .map_err(|e| e.to_string())?;
+        let host = uri
+            .authority()
+            .map(|a| a.as_str())
+            .ok_or("the URL has no host")?;
+        let host = HeaderValue::from_str(host).map_err(|e| e.to_string())?;
         let http2 = match options.version {
             HttpVersion::Auto => url.scheme() == "https",
             HttpVersion::Http1 => false,
@@ -171,6 +179,8 @@ impl Transport {
             provider,
             url,
             uri,
+            path,
+            host,
             options,
             engine,
         })
@@ -207,7 +217,7 @@ impl Transport {
             return self.call_h1(fallback, call, deadline).await;
         }
         let lane = take_lane(lanes, self.options.room());
-        let request = || self.request(call);
+        let request = || self.request(call, false);
         let sent = tokio::time::timeout_at(deadline, lane.0.slot.call(connector, request));
         match sent.await {
             Ok(Ok(Some(response))) => {
@@ -237,7 +247,7 @@ impl Transport {
         call: &Call,
         deadline: Instant,
     ) -> Result<HttpReply, String> {
-        let sent = tokio::time::timeout_at(deadline, pool.call(|| self.request(call))).await;
+        let sent = tokio::time::timeout_at(deadline, pool.call(|| self.request(call, true))).await;
         let (response, sender) = match sent {
             Ok(Ok(sent)) => sent,
             Ok(Err(e)) => return Err(e.to_string()),
@@ -272,14 +282,27 @@ impl Transport {
         (body, cut.is_none())
     }
 
-    fn request(&self, call: &Call) -> Request<RequestBody> {
+    fn request(&self, call: &Call, http1: bool) -> Request<RequestBody> {
         let mut request = Request::new(Full::new(call.body.clone()));
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = self.uri.clone();
+        *request.uri_mut() = if http1 {
+            self.path.clone()
+        } else {
+            self.uri.clone()
+        };
         let headers = request.headers_mut();
+        if http1 {
+            headers.insert(HOST, self.host.clone());
+        }
         headers.insert(AUTHORIZATION, call.authorization.clone());
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        if let Some(v) = &call.traceparent {
+            headers.insert(TRACEPARENT, v.clone());
+        }
+        if let Some(v) = &call.tracestate {
+            headers.insert(TRACESTATE, v.clone());
+        }
         request
     }
 
@@ -289,10 +312,17 @@ impl Transport {
         call: &Call,
         deadline: Instant,
     ) -> Result<HttpReply, String> {
-        let response = http
+        let mut request = http
             .post(self.url.clone())
             .header(AUTHORIZATION, call.authorization.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(v) = &call.traceparent {
+            request = request.header(TRACEPARENT, v.clone());
+        }
+        if let Some(v) = &call.tracestate {
+            request = request.header(TRACESTATE, v.clone());
+        }
+        let response = request
             .body(call.body.clone())
             .send()
             .await
@@ -306,27 +336,6 @@ impl Transport {
             body,
         })
     }
-}
-
-/// The first lane with room for one more call; if all are full (more calls
-/// than planned, e.g. while a drain overlaps a reconnect), the least busy.
-fn take_lane(lanes: &[Lane], room: usize) -> LaneGuard<'_> {
-    let with_room = lanes.iter().find(|lane| {
-        lane.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < room).then_some(n + 1)
-            })
-            .is_ok()
-    });
-    let lane = with_room.unwrap_or_else(|| {
-        let lane = lanes
-            .iter()
-            .min_by_key(|lane| lane.in_flight.load(Ordering::Acquire))
-            .unwrap_or(&lanes[0]);
-        lane.in_flight.fetch_add(1, Ordering::AcqRel);
-        lane
-    });
-    LaneGuard(lane)
 }
 
 const USER_AGENT_VALUE: &str = concat!("notify-worker/", env!("CARGO_PKG_VERSION"));
@@ -360,5 +369,6 @@ fn describe(e: &reqwest::Error) -> String {
     format!("{kind}: {}", chain(e))
 }
 
+mod lanes;
 #[cfg(test)]
 mod tests;

@@ -47,3 +47,59 @@ fn a_lane_fills_before_the_next_is_used() {
     held.clear();
     assert_eq!(load(&c), vec![0, 0, 0]);
 }
+
+/// What reaches the wire from each engine: the request line in origin
+/// form, `Host` (proxies and CDNs refuse a request without it), the key,
+/// the length, the trace context.
+#[tokio::test]
+async fn an_http1_request_carries_host_length_key_and_trace_context() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"{\"x\":1}") {
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .unwrap();
+        String::from_utf8(got).unwrap()
+    });
+    let options = HttpOptions {
+        timeout: Duration::from_secs(5),
+        version: HttpVersion::Http1,
+        max_in_flight: 4,
+        streams_per_connection: 100,
+        max_response_bytes: 64 * 1024,
+    };
+    let url = reqwest::Url::parse(&format!("http://{addr}/v1/email/send")).unwrap();
+    let transport = Transport::new(Provider::MigoSmtp, options, url).unwrap();
+    let call = Call {
+        authorization: HeaderValue::from_static("Bearer mk_test"),
+        body: Bytes::from_static(b"{\"x\":1}"),
+        traceparent: Some(HeaderValue::from_static(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )),
+        tracestate: None,
+    };
+    let reply = transport.call(&call).await.unwrap();
+    assert_eq!(reply.status, 200);
+    let request = server.await.unwrap().to_ascii_lowercase();
+    assert!(
+        request.starts_with("post /v1/email/send http/1.1\r\n"),
+        "{request}"
+    );
+    for line in [
+        format!("host: {addr}\r\n"),
+        "authorization: bearer mk_test\r\n".into(),
+        "content-length: 7\r\n".into(),
+        "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n".into(),
+    ] {
+        assert!(request.contains(&line), "{line:?} missing in:\n{request}");
+    }
+}

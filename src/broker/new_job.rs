@@ -1,0 +1,53 @@
+//! Jobs as producers build them, to publish: the same fields the worker
+//! decodes, with `channel` choosing the queue.
+
+use crate::domain::Channel;
+use serde::{Deserialize, Serialize};
+
+/// An email job as producers build it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEmail {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub html: String,
+}
+
+/// An SMS job as producers build it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewSms {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub message: String,
+}
+
+/// A job to publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "channel", rename_all = "lowercase")]
+pub enum NewJob {
+    Email(NewEmail),
+    Sms(NewSms),
+}
+
+impl NewJob {
+    pub fn channel(&self) -> Channel {
+        match self {
+            NewJob::Email(_) => Channel::Email,
+            NewJob::Sms(_) => Channel::Sms,
+        }
+    }
+
+    /// The message body: the job's fields without the `channel` tag.
+    pub fn body(&self) -> Vec<u8> {
+        let body = match self {
+            NewJob::Email(e) => serde_json::to_vec(e),
+            NewJob::Sms(s) => serde_json::to_vec(s),
+        };
+        // Serialising plain strings cannot fail.
+        body.unwrap_or_default()
+    }
+}
