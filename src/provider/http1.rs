@@ -72,7 +72,9 @@ impl H1Pool {
         loop {
             let (mut sender, fresh) = match self.take_idle() {
                 Some(sender) => (sender, false),
-                None => (self.open().await?, true),
+                // Boxed: opening is rare, and inline its state (TCP, TLS,
+                // handshake) would sit in every call's future.
+                None => (Box::pin(self.open()).await?, true),
             };
             match sender.try_send_request(request()).await {
                 Ok(response) => return Ok((response, sender)),

@@ -56,6 +56,9 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(1);
 /// Latency counts as rising above both of these over its baseline.
 const LATENCY_FACTOR: f64 = 2.0;
 const LATENCY_MARGIN: Duration = Duration::from_millis(50);
+/// How long latency must stay risen before it cuts calls in flight (or two
+/// baseline round trips, if longer).
+const LATENCY_LASTING: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct FlowPolicy {
@@ -132,6 +135,8 @@ pub(crate) struct Flow {
     /// Latency: a slow baseline and a fast average, in seconds.
     rtt_base: Option<f64>,
     rtt_fast: Option<f64>,
+    /// Since when latency has been over its baseline, without a break.
+    rising_since: Option<Instant>,
     streak_start: Option<Instant>,
     long: bool,
 }
@@ -154,6 +159,7 @@ impl Flow {
             last_cut: None,
             rtt_base: None,
             rtt_fast: None,
+            rising_since: None,
             streak_start: None,
             long: false,
         }
@@ -282,8 +288,18 @@ impl Flow {
         self.rtt_fast = Some(fast);
         let rising = fast > LATENCY_FACTOR * base && fast > base + LATENCY_MARGIN.as_secs_f64();
         if rising {
-            self.cut(0.9, now);
+            // Only a rise that lasts is congestion: a burst of slow calls
+            // (connections being opened, a pause on one side) is not, and
+            // one cut costs thousands of calls in flight many round trips
+            // to grow back.
+            let since = *self.rising_since.get_or_insert(now);
+            let lasting = Duration::from_secs_f64((2.0 * base).max(LATENCY_LASTING.as_secs_f64()));
+            if now.saturating_duration_since(since) >= lasting {
+                self.cut(0.9, now);
+                self.rising_since = None;
+            }
         } else {
+            self.rising_since = None;
             // The baseline follows slowly, and only what is not a rise.
             self.rtt_base = Some(0.95 * base + 0.05 * rtt.min(LATENCY_FACTOR * base));
             let max = self.policy.max_in_flight.max(1) as f64;

@@ -150,8 +150,20 @@ fn calls_in_flight_grow_by_one_a_round_trip_and_shrink_on_429_timeout_and_latenc
         now += 10 * MS;
     }
     assert_eq!(f.limit(), 6);
-    // Latency far over its baseline is congestion.
+    // A burst of slow calls is not congestion...
     for _ in 0..10 {
+        let _ = go(&mut f, now);
+        f.done(Outcome::Answered { rtt: 900 * MS }, now);
+        now += 10 * MS;
+    }
+    assert_eq!(f.limit(), 6, "a 100 ms burst");
+    for _ in 0..10 {
+        let _ = go(&mut f, now);
+        f.done(Outcome::Answered { rtt: 20 * MS }, now);
+        now += 10 * MS;
+    }
+    // ...latency far over its baseline for a second and more is.
+    for _ in 0..110 {
         let _ = go(&mut f, now);
         f.done(Outcome::Answered { rtt: 900 * MS }, now);
         now += 10 * MS;

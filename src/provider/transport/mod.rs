@@ -214,7 +214,7 @@ impl Transport {
             } => (lanes, connector, fallback, declined),
         };
         if declined.load(Ordering::Relaxed) {
-            return self.call_h1(fallback, call, deadline).await;
+            return Box::pin(self.call_h1(fallback, call, deadline)).await;
         }
         let lane = take_lane(lanes, self.options.room());
         let request = || self.request(call, false);
@@ -238,7 +238,7 @@ impl Transport {
         if !declined.swap(true, Ordering::Relaxed) {
             tracing::info!(provider = %self.provider, "provider declined HTTP/2 by ALPN; using HTTP/1.1");
         }
-        self.call_h1(fallback, call, deadline).await
+        Box::pin(self.call_h1(fallback, call, deadline)).await
     }
 
     async fn call_h1(
