@@ -15,8 +15,8 @@
 //! - **Calls in flight are bounded adaptively** (additive increase,
 //!   multiplicative decrease, as TCP and Vector's adaptive concurrency):
 //!   +1 per round trip while calls succeed at a steady latency, ×0.75 on a
-//!   429, ×0.9 on a timeout or a latency well above its baseline; never
-//!   above the prefetch window, never below 1.
+//!   429, ×0.9 on a timeout or a latency well above its baseline for a
+//!   second; never above the prefetch window, never below 1.
 //! - A fixed ceiling (`NOTIFY_*_MAX_RPS`) caps the pace whatever it learns.
 //!
 //! Sends are *reserved*: an admitted call gets a send time and sleeps until
