@@ -18,7 +18,9 @@ pub(crate) fn init(format: LogFormat, filter: &str) -> anyhow::Result<()> {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // A job's lines carry its trace ids in "span".
+            .with_current_span(true)
+            .with_span_list(false)
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };

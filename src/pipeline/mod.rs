@@ -24,6 +24,7 @@ use lapin::{message::Delivery, types::AMQPValue};
 use settle::{Settled, Settlement, settle};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// A provider's client and the gate its calls pass.
 #[derive(Debug)]
@@ -79,7 +80,16 @@ impl Pipeline {
             delivery_tag: delivery.delivery_tag,
             body_size: delivery.data.len(),
         });
-        let decision = self.decide(channel, &delivery, &trace).await;
+        let ids = trace.ids();
+        // What a job logs on its way carries its trace (JSON: under "span").
+        let log_span = ids.as_ref().map_or_else(
+            tracing::Span::none,
+            |(t, s)| tracing::info_span!("job", trace_id = %t, span_id = %s),
+        );
+        let decision = self
+            .decide(channel, &delivery, &trace)
+            .instrument(log_span.clone())
+            .await;
         let error_code = match &decision.settlement {
             Settlement::DeadLetter(row) => Some(row.error_code.clone()),
             _ => None,
@@ -91,13 +101,13 @@ impl Pipeline {
             &self.metrics,
             &self.shutdown,
         )
+        .instrument(log_span)
         .await;
         let outcome = settled.outcome();
         self.metrics.job_settled(channel, outcome);
         if let (Settled::DeadLettered { .. }, Some(code)) = (settled, &error_code) {
             self.metrics.dead_lettered(channel, code);
         }
-        let ids = trace.ids();
         tracing::info!(
             job_id = %decision.job_id,
             trace_id = ids.as_ref().map(|(t, _)| t.as_str()),

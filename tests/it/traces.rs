@@ -120,7 +120,7 @@ async fn the_producers_trace_reaches_the_exported_spans_and_the_provider() {
     let child = tokio::process::Command::new(BIN)
         .env_clear()
         .env("NOTIFY_LOG_FORMAT", "json")
-        .env("NOTIFY_LOG_LEVEL", "info")
+        .env("NOTIFY_LOG_LEVEL", "info,notify_worker=debug")
         .env("NOTIFY_AUTH_PAUSE_SECS", "0")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
@@ -276,6 +276,14 @@ async fn the_producers_trace_reaches_the_exported_spans_and_the_provider() {
     let line: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(line["trace_id"], trace_a);
     assert_eq!(line["span_id"], hex(&consumer.span_id));
+    // So does what it logged on its way (the retry), under "span".
+    let retry: serde_json::Value = logs
+        .lines()
+        .filter(|l| l.contains("will retry"))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["span"]["trace_id"] == trace_a)
+        .expect("the retry's log line in the job's trace");
+    assert_eq!(retry["span"]["span_id"], hex(&consumer.span_id));
 
     // Replay: a new trace whose producer span links to the failed one.
     let replay = tokio::process::Command::new(BIN)
