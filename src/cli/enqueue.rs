@@ -62,7 +62,7 @@ pub(crate) async fn run(args: EnqueueArgs) -> anyhow::Result<bool> {
         match (args.job, &args.file) {
             (Some(job), None) => Box::new(std::iter::once(Ok(("job".into(), Ok(job.into()))))),
             (Some(_), Some(_)) => bail!("give either a job or --file, not both"),
-            (None, Some(path)) => Box::new(read_jobs(path)?),
+            (None, Some(path)) => Box::new(read_jobs(path, args.body.bytes())?),
             (None, None) => bail!("give a job (enqueue email ..., enqueue sms ...) or --file"),
         };
     let publisher = args.publish.publisher(&args.broker, &args.body).await?;
@@ -150,10 +150,13 @@ impl From<EnqueueJob> for NewJob {
 }
 
 /// The jobs of a file (`-`: stdin), one a line, each with where it stood.
+/// A line is read up to the body limit (plus room for `channel`): a longer
+/// one cannot be a job the worker takes, and is refused without being held.
 fn read_jobs(
     path: &PathBuf,
+    max_body_bytes: usize,
 ) -> anyhow::Result<impl Iterator<Item = anyhow::Result<(String, anyhow::Result<NewJob>)>>> {
-    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+    let mut reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
         let file =
@@ -161,21 +164,72 @@ fn read_jobs(
         Box::new(std::io::BufReader::new(file))
     };
     let name = path.display().to_string();
-    Ok(reader.lines().enumerate().filter_map(move |(n, line)| {
-        let line = match line {
-            Ok(line) => line,
-            Err(e) => {
-                return Some(Err(
-                    anyhow::Error::new(e).context(format!("cannot read {name}"))
-                ));
-            }
-        };
-        if line.trim().is_empty() {
-            return None;
+    let max = max_body_bytes.saturating_add(1024);
+    let mut n = 0usize;
+    Ok(std::iter::from_fn(move || {
+        loop {
+            n += 1;
+            let line = match read_line(&mut reader, max) {
+                Ok(None) => return None,
+                Ok(Some(line)) => line,
+                Err(e) => {
+                    return Some(Err(
+                        anyhow::Error::new(e).context(format!("cannot read {name}"))
+                    ));
+                }
+            };
+            let place = format!("{name} line {n}");
+            let job = match line {
+                Line::Text(text) if text.trim().is_empty() => continue,
+                Line::Text(text) => serde_json::from_str::<NewJob>(&text).with_context(|| {
+                    "not a job (needs \"channel\": \"email\" or \"sms\" and the job's fields)"
+                        .to_string()
+                }),
+                Line::NotUtf8 => Err(anyhow::anyhow!("not UTF-8: a job is UTF-8 JSON")),
+                Line::TooLong => Err(anyhow::anyhow!(
+                    "longer than {max} bytes: over NOTIFY_MAX_BODY_BYTES, the worker would refuse it"
+                )),
+            };
+            return Some(Ok((place, job)));
         }
-        let job = serde_json::from_str::<NewJob>(&line).with_context(|| {
-            "not a job (needs \"channel\": \"email\" or \"sms\" and the job's fields)".to_string()
-        });
-        Some(Ok((format!("{name} line {}", n + 1), job)))
+    }))
+}
+
+enum Line {
+    Text(String),
+    TooLong,
+    NotUtf8,
+}
+
+/// One line of at most `max` bytes; a longer one is skipped to its end.
+fn read_line(reader: &mut dyn BufRead, max: usize) -> std::io::Result<Option<Line>> {
+    let mut buf = Vec::new();
+    let read = std::io::Read::take(&mut *reader, max as u64 + 1).read_until(b'\n', &mut buf)?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') && buf.len() > max {
+        // Skip the rest of the line without keeping it.
+        loop {
+            let chunk = reader.fill_buf()?;
+            if chunk.is_empty() {
+                break;
+            }
+            match chunk.iter().position(|b| *b == b'\n') {
+                Some(at) => {
+                    reader.consume(at + 1);
+                    break;
+                }
+                None => {
+                    let len = chunk.len();
+                    reader.consume(len);
+                }
+            }
+        }
+        return Ok(Some(Line::TooLong));
+    }
+    Ok(Some(match String::from_utf8(buf) {
+        Ok(text) => Line::Text(text),
+        Err(_) => Line::NotUtf8,
     }))
 }

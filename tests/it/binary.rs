@@ -240,6 +240,15 @@ async fn bad_settings_stop_start_up_with_exit_2_naming_the_setting() {
             ],
             "TELNXO_BASE_URL is not a valid base URL",
         ),
+        (
+            &[
+                ("MIGOSMTP_API_KEY", EMAIL_KEY),
+                ("TELNXO_API_KEY", SMS_KEY),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ],
+            "OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported",
+        ),
     ];
     for (extra, expected) in cases {
         let env: Vec<(&str, &str)> = base.iter().chain(extra.iter()).copied().collect();

@@ -594,3 +594,26 @@ async fn publishing_in_bulk_confirms_every_job_and_reports_each_refusal_in_place
     assert_eq!(env.ready(&env.sms_queue).await, 2 * 2970);
     env.cleanup().await;
 }
+
+/// A line longer than any job the worker takes is refused by its number,
+/// without being held whole; the lines after it still go.
+#[tokio::test]
+async fn an_overlong_line_in_a_job_file_is_refused_and_the_rest_published() {
+    let env = TestEnv::new().await;
+    let long = format!(
+        "{{\"channel\":\"sms\",\"from\":\"B\",\"to\":\"+919876501009\",\"message\":\"{}\"}}\n",
+        "x".repeat(300 * 1024)
+    );
+    let file = format!(
+        "{long}{{\"channel\":\"sms\",\"id\":\"after-long\",\"from\":\"B\",\"to\":\"+919876501010\",\"message\":\"m\"}}\n"
+    );
+    let (code, out, err) = env.cli(&["enqueue", "--file", "-"], Some(&file)).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("published 1 job(s), 1 failed"), "{out}");
+    assert!(
+        err.contains("line 1") && err.contains("longer than"),
+        "{err}"
+    );
+    assert_eq!(env.ready(&env.sms_queue).await, 1);
+    env.cleanup().await;
+}
