@@ -163,3 +163,100 @@ async fn send(frame: Frame, with: Vec<(Acker, Option<oneshot::Sender<bool>>)>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against the local RabbitMQ: what the broker sees of each answer.
+    use super::*;
+    use futures_util::StreamExt;
+    use lapin::{
+        BasicProperties, Connection, ConnectionProperties,
+        options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions},
+        types::FieldTable,
+    };
+
+    async fn ready(ch: &lapin::Channel, queue: &str) -> u32 {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        ch.queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .map(|q| q.message_count())
+            .unwrap_or(u32::MAX)
+    }
+
+    /// A delivery whose slot is dropped unanswered (its task panicked) goes
+    /// back to the queue at once, and the ones acked around it do not.
+    #[tokio::test]
+    async fn a_slot_dropped_unanswered_requeues_its_delivery() {
+        let amqp = "amqp://guest:guest@127.0.0.1:5672/%2f";
+        let conn = Connection::connect(amqp, ConnectionProperties::default())
+            .await
+            .expect("RabbitMQ on 127.0.0.1:5672");
+        let queue = format!("nw-acks-{}", uuid::Uuid::new_v4().simple());
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        for body in [b"1", b"2", b"3"] {
+            ch.basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        }
+        let consuming = conn.create_channel().await.unwrap();
+        consuming
+            .basic_qos(10, BasicQosOptions::default())
+            .await
+            .unwrap();
+        let mut consumer = consuming
+            .basic_consume(
+                queue.as_str().into(),
+                "t".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let acks = Acks::start();
+        let mut slots = Vec::new();
+        for _ in 0..3 {
+            let delivery = consumer.next().await.unwrap().unwrap();
+            slots.push(acks.slot(&delivery));
+        }
+        let third = slots.pop().unwrap();
+        let second = slots.pop().unwrap();
+        let first = slots.pop().unwrap();
+        // Cancelled first, so a requeued message is not delivered to us again.
+        consuming
+            .basic_cancel("t".into(), Default::default())
+            .await
+            .unwrap();
+        drop(second);
+        assert!(first.ack().await);
+        assert!(third.ack().await);
+        let mut back = 0;
+        for _ in 0..50 {
+            back = ready(&ch, &queue).await;
+            if back > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = ch
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await;
+        let _ = conn.close(200, "done".into()).await;
+        assert_eq!(back, 1, "only the unanswered delivery is back");
+    }
+}
