@@ -232,12 +232,8 @@ impl Env {
 
     /// Publishes `n` email jobs (or SMS), confirms pipelined in windows.
     async fn publish(&self, n: usize, sms: bool) {
-        let ch = self.amqp.create_channel().await.unwrap();
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
-        let mut pending = Vec::with_capacity(1000);
-        for i in 0..n {
+        let key = if sms { "sms" } else { "email" };
+        self.publish_each(key, n, |i| {
             let body = if sms {
                 format!(
                     r#"{{"id":"b{i}","from":"BRAND","to":"+91{:010}","message":"Your OTP is 482910"}}"#,
@@ -248,14 +244,36 @@ impl Env {
                     r#"{{"id":"b{i}","from":"hello@yourdomain.com","to":"r{i}@example.com","subject":"Hello","html":"<p>Your message here</p>"}}"#
                 )
             };
-            let key = if sms { "sms" } else { "email" };
-            let props = BasicProperties::default()
+            (body, None)
+        })
+        .await;
+    }
+
+    /// Publishes `job(i)` (body, headers) for each i below `n`, persistent,
+    /// 1,000 confirms in flight at most.
+    async fn publish_each(
+        &self,
+        routing_key: &str,
+        n: usize,
+        job: impl Fn(usize) -> (String, Option<FieldTable>),
+    ) {
+        let ch = self.amqp.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let mut pending = Vec::with_capacity(1000);
+        for i in 0..n {
+            let (body, headers) = job(i);
+            let mut props = BasicProperties::default()
                 .with_content_type("application/json".into())
                 .with_delivery_mode(2);
+            if let Some(headers) = headers {
+                props = props.with_headers(headers);
+            }
             let confirm = ch
                 .basic_publish(
                     self.topology.exchange.as_str().into(),
-                    key.into(),
+                    routing_key.into(),
                     BasicPublishOptions::default(),
                     body.as_bytes(),
                     props,

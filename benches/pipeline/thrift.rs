@@ -9,11 +9,8 @@ use super::{AMQP, Env, fake, wait_until};
 use axum::http::StatusCode;
 use futures_util::StreamExt;
 use lapin::{
-    BasicProperties, Connection, ConnectionProperties,
-    options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-        ConfirmSelectOptions,
-    },
+    Connection, ConnectionProperties,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
 use std::{
@@ -112,39 +109,14 @@ fn broker_pid() -> u32 {
 
 /// Publishes `n` email jobs of about 300 bytes.
 async fn publish(env: &Env, n: usize) {
-    let ch = env.amqp.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let mut pending = Vec::with_capacity(1000);
     let html = "x".repeat(150);
-    for i in 0..n {
+    env.publish_each("email", n, |i| {
         let body = format!(
             r#"{{"id":"t{i:08}","from":"hello@yourdomain.com","to":"r{i}@example.com","subject":"Hello from MigoSMTP","html":"<p>{html}</p>"}}"#
         );
-        let confirm = ch
-            .basic_publish(
-                env.topology.exchange.as_str().into(),
-                "email".into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default()
-                    .with_content_type("application/json".into())
-                    .with_delivery_mode(2),
-            )
-            .await
-            .unwrap();
-        pending.push(confirm);
-        if pending.len() == 1000 {
-            for c in pending.drain(..) {
-                c.await.unwrap();
-            }
-        }
-    }
-    for c in pending {
-        c.await.unwrap();
-    }
-    let _ = ch.close(200, "ok".into()).await;
+        (body, None)
+    })
+    .await;
 }
 
 /// One consumer's figures.

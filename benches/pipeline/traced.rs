@@ -5,11 +5,7 @@
 
 use super::{Env, fake, thrift::cpu, wait_until};
 use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
-use lapin::{
-    BasicProperties,
-    options::{BasicPublishOptions, ConfirmSelectOptions},
-    types::{AMQPValue, FieldTable, LongString},
-};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use std::{
     sync::{
         Arc,
@@ -54,12 +50,7 @@ async fn sink() -> (String, Arc<AtomicUsize>) {
 
 /// `n` email jobs, each with a `traceparent` of its own.
 async fn publish(env: &Env, n: usize) {
-    let ch = env.amqp.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let mut pending = Vec::with_capacity(1000);
-    for i in 0..n {
+    env.publish_each("email", n, |i| {
         let body = format!(
             r#"{{"id":"k{i:08}","from":"hello@yourdomain.com","to":"r{i}@example.com","subject":"Hello","html":"<p>Your message here</p>"}}"#
         );
@@ -72,30 +63,9 @@ async fn publish(env: &Env, n: usize) {
                 i + 1
             ))),
         );
-        let confirm = ch
-            .basic_publish(
-                env.topology.exchange.as_str().into(),
-                "email".into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default()
-                    .with_content_type("application/json".into())
-                    .with_delivery_mode(2)
-                    .with_headers(headers),
-            )
-            .await
-            .unwrap();
-        pending.push(confirm);
-        if pending.len() == 1000 {
-            for c in pending.drain(..) {
-                c.await.unwrap();
-            }
-        }
-    }
-    for c in pending {
-        c.await.unwrap();
-    }
-    let _ = ch.close(200, "ok".into()).await;
+        (body, Some(headers))
+    })
+    .await;
 }
 
 pub(crate) async fn run(env: &Env, n: usize, exported: bool) -> Traced {

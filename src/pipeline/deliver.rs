@@ -69,15 +69,15 @@ pub(crate) async fn deliver(
         };
         attempts += 1;
         let endpoint = route.client.endpoint();
-        let span = trace.attempt(&CallInfo {
+        let mut span = trace.attempt(&CallInfo {
             url: &endpoint.url,
             host: &endpoint.host,
             port: endpoint.port,
             attempt: attempts,
         });
         let headers = TraceHeaders {
-            traceparent: span.traceparent.clone(),
-            tracestate: span.tracestate.clone(),
+            traceparent: span.traceparent.take(),
+            tracestate: span.tracestate.take(),
         };
         let (answer, took) = route.client.send(&job.message, headers).await;
         match &answer {
