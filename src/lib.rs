@@ -17,6 +17,7 @@ pub mod cli;
 mod config;
 mod deadletter;
 mod domain;
+mod ledger;
 mod ops;
 mod pipeline;
 mod provider;
@@ -31,5 +32,6 @@ pub use domain::{
     JobId, KeyError, MAX_ID_CHARS, Message, PhoneNumber, Provider, SmsJob, Text, UnknownName,
     decode,
 };
+pub use ledger::Unavailable as LedgerUnavailable;
 /// OpenTelemetry trace context for producers: parse a `traceparent`.
 pub use ops::traces;

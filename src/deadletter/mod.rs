@@ -6,7 +6,7 @@ pub(crate) mod queries;
 mod row;
 mod store;
 #[cfg(test)]
-mod testdb;
+pub(crate) mod testdb;
 mod writer;
 
 pub(crate) use row::{DeadLetter, Parts};

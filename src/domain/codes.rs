@@ -125,6 +125,8 @@ pub(crate) enum ErrorCode {
     Rejected,
     RetriesExhausted,
     RedeliveryLimit,
+    /// Past the job's `expires_at` (contract section 8): never sent.
+    Expired,
     Provider(ProviderCode),
 }
 
@@ -153,15 +155,16 @@ fn provider_label_index(code: &ProviderCode, own: usize, labels: usize) -> usize
 }
 
 impl ErrorCode {
-    const OWN: [&'static str; 4] = [
+    const OWN: [&'static str; 5] = [
         "invalid_job",
         "rejected",
         "retries_exhausted",
         "redelivery_limit",
+        "expired",
     ];
 
     /// Every metric label an error code can have.
-    pub(crate) const LABELS: [&'static str; 13] = labels(&Self::OWN);
+    pub(crate) const LABELS: [&'static str; 14] = labels(&Self::OWN);
 
     pub(crate) fn as_str(&self) -> &str {
         match self {
@@ -177,6 +180,7 @@ impl ErrorCode {
             ErrorCode::Rejected => 1,
             ErrorCode::RetriesExhausted => 2,
             ErrorCode::RedeliveryLimit => 3,
+            ErrorCode::Expired => 4,
             ErrorCode::Provider(code) => {
                 provider_label_index(code, Self::OWN.len(), Self::LABELS.len())
             }
@@ -246,13 +250,14 @@ mod tests {
         for (i, auth) in AuthCode::ALL.into_iter().enumerate() {
             let code = ErrorCode::Provider(auth.into());
             assert_eq!(code.label(), auth.as_str());
-            assert_eq!(ErrorCode::LABELS[4 + i], auth.as_str());
+            assert_eq!(ErrorCode::LABELS[5 + i], auth.as_str());
             assert_eq!(PauseReason::Auth(auth.into()).label(), auth.as_str());
         }
         let free = ProviderCode::parse("user 42 key sk_live_x").unwrap();
         assert_eq!(ErrorCode::Provider(free.clone()).label(), "other");
         assert_eq!(PauseReason::Auth(free).label(), "other");
         assert_eq!(ErrorCode::RetriesExhausted.label(), "retries_exhausted");
+        assert_eq!(ErrorCode::Expired.label(), "expired");
         assert_eq!(PauseReason::Outage.label(), "outage");
     }
 }

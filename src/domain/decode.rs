@@ -81,13 +81,32 @@ pub fn decode(input: DecodeInput<'_>) -> Result<Job, Box<InvalidJob>> {
     let parsed = match input.channel {
         Channel::Email => parse_email(fields).map(Message::Email),
         Channel::Sms => parse_sms(fields).map(Message::Sms),
-    };
+    }
+    .and_then(|message| Ok((message, expires_at(fields)?)));
     match parsed {
-        Ok(message) => Ok(Job {
+        Ok((message, expires_at)) => Ok(Job {
             id: id.unwrap_or_else(fallback_id),
             message,
+            expires_at,
         }),
         Err(reason) => Err(invalid(reason, Some(value), id)),
+    }
+}
+
+/// `expires_at`: absent, null, or an RFC 3339 time with its offset.
+fn expires_at(fields: &Map<String, Value>) -> Result<Option<time::OffsetDateTime>, String> {
+    use time::format_description::well_known::Rfc3339;
+    match fields.get("expires_at") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => time::OffsetDateTime::parse(s.trim(), &Rfc3339)
+            .map(Some)
+            .map_err(|_| {
+                "field `expires_at` must be an RFC 3339 time, e.g. 2026-12-03T10:15:00Z".into()
+            }),
+        Some(other) => Err(format!(
+            "field `expires_at` must be a string, got {}",
+            type_name(other)
+        )),
     }
 }
 
@@ -163,6 +182,36 @@ mod tests {
         let b = decode(input(Channel::Sms, body)).unwrap().id;
         assert_eq!(a, b);
         assert_eq!(a.as_str().len(), 36);
+    }
+
+    #[test]
+    fn expires_at_is_rfc3339_with_an_offset() {
+        let body = br#"{"from":"B","to":"+919876543210","message":"m","expires_at":"2026-12-03T10:15:00+05:30"}"#;
+        let job = decode(input(Channel::Sms, body)).unwrap();
+        let at = job.expires_at.unwrap();
+        assert_eq!(at.unix_timestamp(), 1_796_273_100);
+        assert!(job.expired_at(at));
+        assert!(!job.expired_at(at - time::Duration::SECOND));
+        let none = br#"{"from":"B","to":"+919876543210","message":"m","expires_at":null}"#;
+        assert_eq!(decode(input(Channel::Sms, none)).unwrap().expires_at, None);
+        for bad in [
+            &br#"{"from":"B","to":"+919876543210","message":"m","expires_at":"tomorrow"}"#[..],
+            br#"{"from":"B","to":"+919876543210","message":"m","expires_at":1764737100}"#,
+        ] {
+            let err = decode(input(Channel::Sms, bad)).unwrap_err();
+            assert!(err.reason.contains("field `expires_at`"), "{}", err.reason);
+        }
+    }
+
+    #[test]
+    fn uuid_v7_ids_say_when_they_were_minted() {
+        let v7 = JobId::parse(&uuid::Uuid::now_v7().to_string()).unwrap();
+        let after = v7.minted_after().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        assert!(after < now && after > now - time::Duration::minutes(61));
+        let v4 = JobId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
+        assert_eq!(v4.minted_after(), None);
+        assert_eq!(JobId::parse("otp-1").unwrap().minted_after(), None);
     }
 
     #[test]

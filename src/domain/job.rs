@@ -33,6 +33,21 @@ impl JobId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// When this id was made, if it is a UUIDv7 (as our publishers' ids
+    /// are): no claim of the job can be older, so the ledger need not look
+    /// at earlier partitions. An hour of clock skew is allowed for; a time
+    /// in the future is not believed.
+    pub(crate) fn minted_after(&self) -> Option<time::OffsetDateTime> {
+        let id = uuid::Uuid::try_parse(&self.0).ok()?;
+        if id.get_version() != Some(uuid::Version::SortRand) {
+            return None;
+        }
+        let (secs, _) = id.get_timestamp()?.to_unix();
+        let minted = time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()?;
+        let skew = time::Duration::hours(1);
+        (minted <= time::OffsetDateTime::now_utc() + skew).then(|| minted - skew)
+    }
 }
 
 impl fmt::Display for JobId {
@@ -142,6 +157,8 @@ pub enum Message {
 pub struct Job {
     pub id: JobId,
     pub message: Message,
+    /// Never sent after this (contract section 8).
+    pub expires_at: Option<time::OffsetDateTime>,
 }
 
 impl Job {
@@ -150,6 +167,19 @@ impl Job {
             Message::Email(_) => Channel::Email,
             Message::Sms(_) => Channel::Sms,
         }
+    }
+
+    /// The recipient, as the ledger records it.
+    pub fn recipient(&self) -> &str {
+        match &self.message {
+            Message::Email(e) => &e.to.0,
+            Message::Sms(s) => &s.to.0,
+        }
+    }
+
+    /// True once `expires_at` has passed at `now`.
+    pub fn expired_at(&self, now: time::OffsetDateTime) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
     }
 }
 

@@ -16,5 +16,5 @@ pub use job::{
     DEFAULT_MAX_BODY_BYTES, EmailAddress, EmailJob, InvalidJob, Job, JobId, MAX_ID_CHARS, Message,
     PhoneNumber, SmsJob, Text,
 };
-pub(crate) use outcome::{Class, classify, error_code, error_message};
+pub(crate) use outcome::{Class, classify, error_code, error_message, provider_message_id};
 pub use secret::{ApiKey, KeyError, redact_url};

@@ -1,0 +1,138 @@
+//! One task that turns many callers' requests into one statement: each
+//! caller waits for its own answer, the task runs whatever has queued up.
+//! A lone request waits at most `linger` for company, so a quiet worker
+//! still makes few round trips; under load the statement in progress is
+//! the wait, and nothing lingers.
+
+use super::LedgerError;
+use std::{future::Future, time::Duration};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
+
+type Answer<A> = oneshot::Sender<Result<A, LedgerError>>;
+
+/// A handle to a batching task.
+#[derive(Debug)]
+pub(super) struct Batcher<Q, A> {
+    tx: mpsc::Sender<(Q, Instant, Answer<A>)>,
+}
+
+impl<Q, A> Clone for Batcher<Q, A> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
+    /// Starts the task; `run` gets up to `max` requests and returns one
+    /// answer per request, in order, or one error for them all. The task
+    /// ends when every handle is dropped.
+    pub(super) fn spawn<F, Fut>(max: usize, linger: Duration, mut run: F) -> Self
+    where
+        F: FnMut(Vec<Q>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<A>, LedgerError>> + Send,
+    {
+        let (tx, mut rx) = mpsc::channel::<(Q, Instant, Answer<A>)>(4 * max);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(max);
+            while rx.recv_many(&mut batch, max).await > 0 {
+                // The oldest request sets the deadline: under load it has
+                // already waited out the statement before.
+                let deadline = batch.iter().map(|(_, at, _)| *at).min();
+                if let Some(deadline) = deadline.map(|at| at + linger) {
+                    while batch.len() < max {
+                        let left = max - batch.len();
+                        match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, left))
+                            .await
+                        {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
+                }
+                let (requests, answers): (Vec<Q>, Vec<Answer<A>>) =
+                    batch.drain(..).map(|(q, _, a)| (q, a)).unzip();
+                let n = requests.len();
+                match run(requests).await {
+                    Ok(results) if results.len() == n => {
+                        for (answer, result) in answers.into_iter().zip(results) {
+                            let _ = answer.send(Ok(result));
+                        }
+                    }
+                    Ok(results) => {
+                        let e = LedgerError::new(format!(
+                            "ledger batch answered {} of {n} requests",
+                            results.len()
+                        ));
+                        for answer in answers {
+                            let _ = answer.send(Err(e.clone()));
+                        }
+                    }
+                    Err(e) => {
+                        for answer in answers {
+                            let _ = answer.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Queues `request` and waits for its answer.
+    pub(super) async fn call(&self, request: Q) -> Result<A, LedgerError> {
+        let (answer, rx) = oneshot::channel();
+        if self
+            .tx
+            .send((request, Instant::now(), answer))
+            .await
+            .is_err()
+        {
+            return Err(LedgerError::new("ledger writer stopped".into()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(LedgerError::new("ledger writer stopped".into())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[tokio::test]
+    async fn requests_share_statements_and_each_gets_its_own_answer() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&sizes);
+        let b = Batcher::spawn(10, Duration::from_millis(20), move |qs: Vec<u32>| {
+            seen.lock().unwrap().push(qs.len());
+            async move { Ok(qs.into_iter().map(|q| q * 2).collect()) }
+        });
+        let calls: Vec<_> = (0..25)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move { b.call(i).await })
+            })
+            .collect();
+        for (i, c) in calls.into_iter().enumerate() {
+            assert_eq!(c.await.unwrap().unwrap(), 2 * i as u32);
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 25);
+        assert!(sizes.len() <= 4, "25 requests in {sizes:?}");
+        assert!(sizes.iter().all(|n| *n <= 10), "{sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn an_error_reaches_every_caller_of_the_batch() {
+        let b: Batcher<u32, u32> = Batcher::spawn(10, Duration::from_millis(5), |_| async {
+            Err(LedgerError::new("database away".into()))
+        });
+        let e = b.call(1).await.unwrap_err();
+        assert!(e.to_string().contains("database away"), "{e}");
+    }
+}
