@@ -6,6 +6,7 @@ use crate::{
     broker::{BrokerHealth, Session, SessionError, SessionPlan},
     deadletter::{DeadLetterStore, DeadLetterWriter, StoreError},
     domain::{Channel, Provider, redact_url},
+    ledger::{self, Backlog, Ledger, Unavailable},
     ops::{
         admin::{self, BindError, Readiness},
         metrics::Metrics,
@@ -95,7 +96,28 @@ impl Worker {
         let [email_flow, sms_flow] = config.flow;
         let routes = [route(email, email_flow), route(sms, sms_flow)];
         let topology = &config.session.topology;
+        let ledger = match config.ledger {
+            Some(policy) => {
+                let pool = store.pool().clone();
+                // Partitions for today and ahead; should this fail, the
+                // hourly upkeep tries again (the migration made some).
+                if let Err(e) = ledger::maintain(&pool, policy.retention_days).await {
+                    tracing::warn!(error = %e, "ledger partition upkeep failed at start-up");
+                }
+                ledger::spawn_maintenance(pool.clone(), policy.retention_days, shutdown.clone());
+                let worker = ledger::worker_name();
+                tracing::info!(%worker, lease_secs = policy.lease.as_secs_f64(), unavailable = ?policy.unavailable, "delivery ledger on");
+                Some(Ledger::spawn(pool, policy, worker, shutdown.clone()))
+            }
+            None => None,
+        };
+        let backlog = ledger
+            .as_ref()
+            .filter(|l| l.policy.unavailable == Unavailable::Send)
+            .map(|l| Backlog::spawn(l.clone(), Arc::clone(&metrics), shutdown.clone()));
         let pipeline = Arc::new(Pipeline {
+            ledger,
+            backlog,
             routes,
             source_queues: Channel::ALL.map(|c| topology.queue(c).to_owned()),
             retry: config.retry,

@@ -5,6 +5,7 @@
 use crate::{
     broker::SessionPlan,
     domain::KeyError,
+    ledger::LedgerPolicy,
     pipeline::RetryPolicy,
     provider::{ClientError, FlowPolicy, KeyFile, PausePolicy, ProviderClient},
 };
@@ -46,4 +47,6 @@ pub struct WorkerConfig {
     pub(crate) admin_addr: SocketAddr,
     pub(crate) drain_timeout: Duration,
     pub(crate) max_body_bytes: usize,
+    /// The delivery ledger's policy; `None` when it is off.
+    pub(crate) ledger: Option<LedgerPolicy>,
 }

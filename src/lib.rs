@@ -32,6 +32,6 @@ pub use domain::{
     JobId, KeyError, MAX_ID_CHARS, Message, PhoneNumber, Provider, SmsJob, Text, UnknownName,
     decode,
 };
-pub use ledger::Unavailable as LedgerUnavailable;
+pub use ledger::{Switch as LedgerSwitch, Unavailable as LedgerUnavailable};
 /// OpenTelemetry trace context for producers: parse a `traceparent`.
 pub use ops::traces;

@@ -579,6 +579,7 @@ async fn a_broker_alarm_fails_publishers_fast_and_the_worker_still_stops_cleanly
         .await
         .unwrap();
     let job = notify_worker::NewJob::Sms(notify_worker::NewSms {
+        expires_at: None,
         id: None,
         from: "B".into(),
         to: "+919876505003".into(),
@@ -625,6 +626,7 @@ async fn a_publish_waits_for_its_confirm_no_longer_than_the_timeout() {
         .with_confirm_timeout(Duration::from_secs(1));
     proxy.freeze(true);
     let job = notify_worker::NewJob::Sms(notify_worker::NewSms {
+        expires_at: None,
         id: Some("silent".into()),
         from: "B".into(),
         to: "+919876505004".into(),
@@ -644,6 +646,7 @@ async fn a_publish_waits_for_its_confirm_no_longer_than_the_timeout() {
     let jobs: Vec<_> = (0..40)
         .map(|i| {
             notify_worker::NewJob::Sms(notify_worker::NewSms {
+                expires_at: None,
                 id: Some(format!("silent-{i}")),
                 from: "B".into(),
                 to: "+919876505004".into(),

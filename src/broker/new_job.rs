@@ -13,6 +13,9 @@ pub struct NewEmail {
     pub to: String,
     pub subject: String,
     pub html: String,
+    /// RFC 3339; never sent after it (contract section 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// An SMS job as producers build it.
@@ -23,6 +26,9 @@ pub struct NewSms {
     pub from: String,
     pub to: String,
     pub message: String,
+    /// RFC 3339; never sent after it (contract section 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// A job to publish.
@@ -39,6 +45,15 @@ impl NewJob {
             NewJob::Email(_) => Channel::Email,
             NewJob::Sms(_) => Channel::Sms,
         }
+    }
+
+    /// Sets `expires_at` unless the job has one.
+    pub fn expire_at(&mut self, at: &str) {
+        let slot = match self {
+            NewJob::Email(e) => &mut e.expires_at,
+            NewJob::Sms(s) => &mut s.expires_at,
+        };
+        slot.get_or_insert_with(|| at.to_owned());
     }
 
     /// The message body: the job's fields without the `channel` tag.

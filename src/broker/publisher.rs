@@ -141,13 +141,17 @@ impl Publisher {
     /// [`Publisher::publish`] in the trace of `cx`.
     pub async fn publish_in(&self, job: &NewJob, cx: &Context) -> Result<(), PublishError> {
         let (body, id) = self.check(job)?;
-        self.send(job.channel(), &body, id, cx, None).await?.await
+        self.send(job.channel(), &body, id, cx, None, false)
+            .await?
+            .await
     }
 
     /// Publishes `body` as is (a replayed payload), with `message_id` (a new
     /// UUIDv7 when `None`) as the AMQP property, so an id-less job keeps
     /// its id, and waits for the confirm. A new trace starts, linked to
-    /// `link` (the original job's) when traces are on.
+    /// `link` (the original job's) when traces are on. The message is
+    /// marked a replay (header `x-notify-replay`): the ledger lets a
+    /// dead-lettered job be claimed, and sent, again.
     pub async fn publish_raw(
         &self,
         channel: Channel,
@@ -155,7 +159,7 @@ impl Publisher {
         message_id: Option<&str>,
         link: Option<&Context>,
     ) -> Result<(), PublishError> {
-        self.send(channel, body, message_id, &Context::new(), link)
+        self.send(channel, body, message_id, &Context::new(), link, true)
             .await?
             .await
     }
@@ -190,7 +194,7 @@ impl Publisher {
                 continue;
             }
             let sent = match self.check(job) {
-                Ok((body, id)) => self.send(job.channel(), &body, id, cx, None).await,
+                Ok((body, id)) => self.send(job.channel(), &body, id, cx, None, false).await,
                 Err(e) => Err(e),
             };
             match sent {
@@ -251,6 +255,7 @@ impl Publisher {
         message_id: Option<&str>,
         cx: &Context,
         link: Option<&Context>,
+        replay: bool,
     ) -> Result<impl Future<Output = Result<(), PublishError>> + use<>, PublishError> {
         if let Some(reason) = self.blocked.borrow().clone() {
             return Err(PublishError::Blocked(reason));
@@ -262,6 +267,13 @@ impl Publisher {
         let mut span = PublishSpan::start(cx, &self.exchange, routing_key, link);
         let mut headers = FieldTable::default();
         traces::inject_amqp(&span.cx, &mut headers);
+        if replay {
+            // The worker may send a dead-lettered job again (ledger).
+            headers.insert(
+                crate::pipeline::REPLAY_HEADER.into(),
+                lapin::types::AMQPValue::Boolean(true),
+            );
+        }
         let mut props = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_delivery_mode(2)

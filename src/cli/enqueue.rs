@@ -23,6 +23,10 @@ pub struct EnqueueArgs {
     /// `"channel": "email"` or `"sms"` and the job's fields. `-` reads stdin.
     #[arg(long)]
     pub file: Option<PathBuf>,
+    /// Give each job an `expires_at` this far from now (e.g. 10m), unless
+    /// it has one: the worker never sends it later.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub expires_in: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -94,6 +98,15 @@ pub(crate) async fn run(args: EnqueueArgs) -> anyhow::Result<bool> {
                 }
             })
             .unzip();
+        let mut jobs = jobs;
+        if let Some(ttl) = args.expires_in {
+            let at = time::OffsetDateTime::now_utc()
+                + time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX);
+            let at = at
+                .format(&time::format_description::well_known::Rfc3339)
+                .context("--expires-in is too far ahead")?;
+            jobs.iter_mut().for_each(|j| j.expire_at(&at));
+        }
         let results = publisher.publish_all_in(&jobs, window, &trace).await;
         for (result, place) in results.into_iter().zip(places) {
             match result {
@@ -128,6 +141,7 @@ impl From<EnqueueJob> for NewJob {
                 subject,
                 html,
             } => NewJob::Email(NewEmail {
+                expires_at: None,
                 id,
                 from,
                 to,
@@ -140,6 +154,7 @@ impl From<EnqueueJob> for NewJob {
                 to,
                 message,
             } => NewJob::Sms(NewSms {
+                expires_at: None,
                 id,
                 from,
                 to,

@@ -4,12 +4,14 @@
 //! they call.
 
 mod dead_letters;
+mod deliveries;
 mod enqueue;
 mod print;
 mod run;
 pub mod sandbox;
 
 pub use dead_letters::DeadLetters;
+pub use deliveries::{Deliveries, ListArgs as DeliveriesListArgs};
 pub use enqueue::{EnqueueArgs, EnqueueJob};
 pub use run::RunArgs;
 pub use sandbox::SandboxArgs;
@@ -64,6 +66,9 @@ pub enum Command {
     /// Read, replay and purge dead letters.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
+    /// What the delivery ledger says of jobs: sent, when, under which provider id.
+    #[command(subcommand)]
+    Deliveries(Deliveries),
     /// Publish jobs, with publisher confirms.
     Enqueue(Box<EnqueueArgs>),
     /// Serve sandbox MigoSMTP and Telnxo APIs.
@@ -241,6 +246,7 @@ async fn command(command: Command) -> ExitCode {
             }
         }
         Command::DeadLetters(cmd) => edge(dead_letters::run(cmd).await),
+        Command::Deliveries(cmd) => edge(deliveries::run(cmd).await),
         Command::Enqueue(args) => edge(enqueue::run(*args).await),
         Command::Sandbox(args) => {
             let stop = CancellationToken::new();

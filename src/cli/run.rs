@@ -7,6 +7,7 @@ use crate::{
     app::Worker,
     broker::SessionPlan,
     domain::{ApiKey, Provider, redact_url},
+    ledger::{LedgerPolicy, Switch, Unavailable, retention_days},
     ops::shutdown,
     pipeline::RetryPolicy,
     provider::{FlowPolicy, HttpOptions, HttpVersion, KeyFile, PausePolicy, ProviderClient},
@@ -168,6 +169,25 @@ pub struct RunArgs {
     /// Telnxo calls per second at most (unset: no ceiling). Per worker process.
     #[arg(long, env = "NOTIFY_TELNXO_MAX_RPS", value_name = "NOTIFY_TELNXO_MAX_RPS", value_parser = parse_rate)]
     pub telnxo_max_rps: Option<f64>,
+    /// Delivery ledger (`deliveries` table): claim every job before its
+    /// provider call and record its outcome, so no job is sent twice.
+    #[arg(long, env = "NOTIFY_LEDGER", value_name = "NOTIFY_LEDGER", value_enum, default_value_t = Switch::On)]
+    pub ledger: Switch,
+    /// While the database is away: `hold` keeps jobs unsent (in the
+    /// broker); `send` sends them unrecorded, writing the rows when it is back.
+    #[arg(long, env = "NOTIFY_LEDGER_UNAVAILABLE", value_name = "NOTIFY_LEDGER_UNAVAILABLE", value_enum, default_value_t = Unavailable::Hold)]
+    pub ledger_unavailable: Unavailable,
+    /// How long a worker's claim on a job lasts without renewal, in
+    /// seconds: a worker that dies mid-job has its jobs taken over after this.
+    #[arg(long, env = "NOTIFY_LEDGER_LEASE_SECS", value_name = "NOTIFY_LEDGER_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ledger_lease_secs: u64,
+    /// How long ledger rows are kept (whole days; daily partitions are dropped).
+    #[arg(long, env = "NOTIFY_LEDGER_RETENTION", value_name = "NOTIFY_LEDGER_RETENTION", default_value = "7d", value_parser = retention_days)]
+    pub ledger_retention: u32,
+    /// Longest a lone claim or record waits for others to share its
+    /// statement, in milliseconds.
+    #[arg(long, env = "NOTIFY_LEDGER_FLUSH_MS", value_name = "NOTIFY_LEDGER_FLUSH_MS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub ledger_flush_ms: u64,
     /// How often key files are checked for a new key, in milliseconds.
     #[arg(long, env = "NOTIFY_KEY_POLL_MS", value_name = "NOTIFY_KEY_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub key_poll_ms: u64,
@@ -265,6 +285,12 @@ impl TryFrom<RunArgs> for WorkerConfig {
             admin_addr: a.admin_addr,
             drain_timeout: Duration::from_secs(a.drain_timeout_secs),
             max_body_bytes: a.body.bytes(),
+            ledger: (a.ledger == Switch::On).then(|| LedgerPolicy {
+                lease: Duration::from_secs(a.ledger_lease_secs),
+                unavailable: a.ledger_unavailable,
+                linger: Duration::from_millis(a.ledger_flush_ms),
+                retention_days: a.ledger_retention,
+            }),
         })
     }
 }

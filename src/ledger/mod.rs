@@ -4,12 +4,14 @@
 //! backend can ask what became of a job. Claims and records are batched
 //! (one statement for many jobs); retention drops daily partitions.
 
+mod backlog;
 mod batch;
 mod claims;
 mod partitions;
 pub(crate) mod queries;
 mod records;
 
+pub(crate) use backlog::{Backlog, Late};
 pub(crate) use claims::{Claim, ClaimRequest};
 pub(crate) use partitions::{maintain, spawn_maintenance};
 pub(crate) use records::{Record, Status};
@@ -64,6 +66,26 @@ pub(crate) struct LedgerPolicy {
     pub(crate) linger: Duration,
     /// Days of rows kept (`NOTIFY_LEDGER_RETENTION`).
     pub(crate) retention_days: u32,
+}
+
+/// `NOTIFY_LEDGER`: whether jobs are claimed and recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+/// Parses `NOTIFY_LEDGER_RETENTION` (`7d`, `36h`, ...) into whole days,
+/// rounded up: partitions are dropped a day at a time.
+pub(crate) fn retention_days(value: &str) -> Result<u32, String> {
+    let d = humantime::parse_duration(value.trim())
+        .map_err(|e| format!("`{value}` is not a duration such as 7d or 36h: {e}"))?;
+    let day = 86_400;
+    let days = d.as_secs().div_ceil(day);
+    if !(1..=3660).contains(&days) {
+        return Err(format!("`{value}` must be between 1 day and 10 years"));
+    }
+    u32::try_from(days).map_err(|e| e.to_string())
 }
 
 /// A claim this worker holds: its row's key.

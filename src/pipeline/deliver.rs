@@ -2,13 +2,15 @@
 
 use super::{Route, retry::RetryPolicy};
 use crate::{
-    domain::{Class, ErrorCode, Job, classify, error_code, error_message},
+    domain::{Class, ErrorCode, Job, classify, error_code, error_message, provider_message_id},
     ops::{
         metrics::Metrics,
         traces::{CallInfo, JobTrace},
     },
     provider::{Answer, Attempt, FlowOutcome, TraceHeaders, Verdict},
 };
+use std::time::Duration;
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 /// How the sending of one job ended.
@@ -17,6 +19,8 @@ pub(crate) enum Sending {
     Sent {
         attempts: u32,
         status: u16,
+        /// The provider's id for the message, from the 2xx body.
+        provider_message_id: Option<String>,
     },
     Failed(Failure),
     /// Shutdown came while waiting to retry: the job goes back to the queue.
@@ -46,6 +50,48 @@ impl Failure {
             attempts: 0,
         }
     }
+
+    /// The job's `expires_at` came before it could be sent.
+    pub(crate) fn expired(job: &Job, attempts: u32, last: Option<(u16, String)>) -> Self {
+        let at = job
+            .expires_at
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        let calls = match &last {
+            Some((status, _)) => format!("{attempts} provider call(s), last HTTP {status}"),
+            None if attempts > 0 => format!("{attempts} provider call(s), no response"),
+            None => "no provider call".into(),
+        };
+        Self {
+            error_code: ErrorCode::Expired,
+            reason: format!(
+                "expired at {at} before it could be sent ({calls}); never sent late. Fix: none for this job (its content is stale); if many expire, look at provider outages, pauses and the queue's backlog"
+            ),
+            http_status: last.as_ref().map(|(s, _)| *s),
+            provider_response: last.map(|(_, body)| body),
+            attempts,
+        }
+    }
+}
+
+/// Whether `job` has expired by now, or will have by the end of `wait`.
+fn expires_within(job: &Job, wait: Duration) -> bool {
+    let wait = time::Duration::try_from(wait).unwrap_or(time::Duration::MAX);
+    job.expired_at(OffsetDateTime::now_utc().saturating_add(wait))
+}
+
+/// Waits until `job` expires (forever when it has no `expires_at`).
+async fn expiry(job: &Job) {
+    match job.expires_at {
+        Some(at) => {
+            let left = at - OffsetDateTime::now_utc();
+            tokio::time::sleep(Duration::try_from(left).unwrap_or(Duration::ZERO)).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Sends `job` through `route`, retrying transient failures per `policy`,
@@ -63,10 +109,25 @@ pub(crate) async fn deliver(
     let provider = route.client.provider();
     let mut schedule = policy.schedule();
     let mut attempts = 0;
+    // The last answer, for an expiry's row.
+    let mut last: Option<(u16, String)> = None;
     loop {
-        let Some(permit) = route.gate.admit(shutdown).await else {
+        // Expiry is checked at each call: before the gate, during its wait
+        // (a pause, the breaker, the pace) and after it.
+        if expires_within(job, Duration::ZERO) {
+            return Sending::Failed(Failure::expired(job, attempts, last));
+        }
+        let admitted = tokio::select! {
+            permit = route.gate.admit(shutdown) => permit,
+            () = expiry(job) => return Sending::Failed(Failure::expired(job, attempts, last)),
+        };
+        let Some(permit) = admitted else {
             return Sending::Abandoned { attempts };
         };
+        if expires_within(job, Duration::ZERO) {
+            drop(permit);
+            return Sending::Failed(Failure::expired(job, attempts, last));
+        }
         attempts += 1;
         let endpoint = route.client.endpoint();
         let mut span = trace.attempt(&CallInfo {
@@ -79,7 +140,7 @@ pub(crate) async fn deliver(
             traceparent: span.traceparent.take(),
             tracestate: span.tracestate.take(),
         };
-        let (answer, took) = route.client.send(&job.message, headers).await;
+        let (answer, took) = route.client.send(&job.message, &job.id, headers).await;
         match &answer {
             Answer::Http { status, .. } if *status >= 400 => {
                 span.end(Some(*status), Some(&status.to_string()));
@@ -134,6 +195,7 @@ pub(crate) async fn deliver(
                 return Sending::Sent {
                     attempts,
                     status: status.unwrap_or_default(),
+                    provider_message_id: provider_message_id(&body),
                 };
             }
             Class::AuthFailure { code, reason } => {
@@ -169,6 +231,12 @@ pub(crate) async fn deliver(
             );
             return failed(ErrorCode::RetriesExhausted, reason);
         };
+        if expires_within(job, wait) {
+            // The retry would come too late: end it now.
+            let last = status.map(|s| (s, body));
+            return Sending::Failed(Failure::expired(job, attempts, last));
+        }
+        last = status.map(|s| (s, body.clone()));
         metrics.retried(channel);
         tracing::debug!(job_id = %job.id, %channel, attempts, ?status, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "transient failure, will retry");
         tokio::select! {

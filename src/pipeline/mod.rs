@@ -3,6 +3,7 @@
 //! its [`retry`] policy), settle ([`settle`]), then one log line.
 
 mod acks;
+mod claim;
 mod deliver;
 mod retry;
 mod settle;
@@ -13,15 +14,17 @@ pub(crate) use retry::RetryPolicy;
 use crate::{
     deadletter::{DeadLetter, DeadLetterWriter, Parts},
     domain::{Channel, DecodeInput, ErrorCode, JobId, Provider, decode},
+    ledger::{Backlog, ClaimRequest, Ledger, Record, Status},
     ops::{
         metrics::Metrics,
         traces::{JobTrace, Received},
     },
     provider::{Gate, ProviderClient},
 };
+use claim::{Taken, Ticket};
 use deliver::{Failure, Sending, deliver};
 use lapin::{message::Delivery, types::AMQPValue};
-use settle::{Settled, Settlement, settle};
+use settle::{Books, Settled, Settlement, settle};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -42,6 +45,10 @@ pub(crate) struct Pipeline {
     pub(crate) source_queues: [String; 2],
     pub(crate) retry: RetryPolicy,
     pub(crate) writer: DeadLetterWriter,
+    /// The delivery ledger, unless `NOTIFY_LEDGER=off`.
+    pub(crate) ledger: Option<Ledger>,
+    /// Outcomes of sends made unrecorded, when the ledger allows those.
+    pub(crate) backlog: Option<Backlog>,
     pub(crate) max_body_bytes: usize,
     /// Deliveries of one message beyond this are dead-lettered unsent.
     pub(crate) max_redeliveries: u64,
@@ -55,7 +62,15 @@ struct Decision {
     settlement: Settlement,
     attempts: u32,
     status: Option<u16>,
+    /// The job's ledger claim, and what recording it needs.
+    ticket: Ticket,
+    claim: Option<ClaimRequest>,
+    provider_message_id: Option<String>,
 }
+
+/// Set on messages `dead-letters replay` publishes: a dead-lettered job
+/// may be claimed, and so sent, again.
+pub(crate) const REPLAY_HEADER: &str = "x-notify-replay";
 
 impl Pipeline {
     pub(crate) fn route(&self, channel: Channel) -> &Route {
@@ -94,10 +109,33 @@ impl Pipeline {
             Settlement::DeadLetter(row) => Some(row.error_code.clone()),
             _ => None,
         };
+        let books = match (&self.ledger, decision.ticket) {
+            (Some(ledger), ticket) if ticket != Ticket::None => Some(Books {
+                ledger,
+                backlog: self.backlog.as_ref(),
+                ticket,
+                request: decision.claim.clone(),
+                record: Record {
+                    channel,
+                    job_id: decision.job_id.as_str().to_owned(),
+                    claimed_at: match ticket {
+                        Ticket::Claimed(at) | Ticket::Unrecorded(at) => at,
+                        Ticket::None => time::OffsetDateTime::UNIX_EPOCH,
+                    },
+                    status: Status::Claimed,
+                    attempts: decision.attempts,
+                    http_status: decision.status,
+                    provider_message_id: decision.provider_message_id.clone(),
+                    error_code: None,
+                },
+            }),
+            _ => None,
+        };
         let settled = settle(
             decision.settlement,
             slot,
             &self.writer,
+            books,
             &self.metrics,
             &self.shutdown,
         )
@@ -155,7 +193,44 @@ impl Pipeline {
                     invalid.payload,
                     failure,
                 );
-                return Decision::unsent(invalid.job_id, row);
+                return Decision::unsent(invalid.job_id, Settlement::DeadLetter(row), Ticket::None);
+            }
+        };
+        let replay = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .is_some_and(|h| h.inner().contains_key(REPLAY_HEADER));
+        let ticket = match claim::take(
+            self.ledger.as_ref(),
+            &job,
+            replay,
+            &self.metrics,
+            &self.shutdown,
+        )
+        .await
+        {
+            Taken::Send(ticket) => ticket,
+            Taken::Duplicate(status) => {
+                tracing::info!(job_id = %job.id, %channel, ledger_status = status.as_str(), "already settled; acked without a provider call");
+                return Decision::unsent(job.id, Settlement::Duplicate, Ticket::None);
+            }
+            Taken::Abandoned => return Decision::unsent(job.id, Settlement::Requeue, Ticket::None),
+        };
+        let claim =
+            (self.ledger.is_some() && ticket != Ticket::None).then(|| claim::request(&job, replay));
+        let unsent = |this: &Self, failure, job_id: JobId| {
+            let row = this.row(
+                channel,
+                delivery,
+                trace,
+                &job_id,
+                reparse(delivery),
+                failure,
+            );
+            Decision {
+                claim: claim.clone(),
+                ..Decision::unsent(job_id, Settlement::DeadLetter(row), ticket)
             }
         };
         if let Some(count) = delivery_count(delivery).filter(|c| *c > self.max_redeliveries) {
@@ -167,15 +242,10 @@ impl Pipeline {
                 self.max_redeliveries
             );
             let failure = Failure::unsent(ErrorCode::RedeliveryLimit, reason);
-            let row = self.row(
-                channel,
-                delivery,
-                trace,
-                &job.id,
-                reparse(delivery),
-                failure,
-            );
-            return Decision::unsent(job.id, row);
+            return unsent(self, failure, job.id);
+        }
+        if job.expired_at(time::OffsetDateTime::now_utc()) {
+            return unsent(self, Failure::expired(&job, 0, None), job.id);
         }
         let sending = deliver(
             &job,
@@ -186,8 +256,16 @@ impl Pipeline {
             &self.shutdown,
         )
         .await;
+        let mut provider_message_id = None;
         let (settlement, attempts, status) = match sending {
-            Sending::Sent { attempts, status } => (Settlement::Ack, attempts, Some(status)),
+            Sending::Sent {
+                attempts,
+                status,
+                provider_message_id: id,
+            } => {
+                provider_message_id = id;
+                (Settlement::Ack, attempts, Some(status))
+            }
             Sending::Abandoned { attempts } => (Settlement::Requeue, attempts, None),
             Sending::Failed(failure) => {
                 let (attempts, status) = (failure.attempts, failure.http_status);
@@ -207,6 +285,9 @@ impl Pipeline {
             settlement,
             attempts,
             status,
+            ticket,
+            claim,
+            provider_message_id,
         }
     }
 
@@ -240,13 +321,16 @@ impl Pipeline {
 }
 
 impl Decision {
-    /// A job dead-lettered without a provider call.
-    fn unsent(job_id: JobId, row: Box<DeadLetter>) -> Self {
+    /// A job settled without a provider call.
+    fn unsent(job_id: JobId, settlement: Settlement, ticket: Ticket) -> Self {
         Self {
             job_id,
-            settlement: Settlement::DeadLetter(row),
+            settlement,
             attempts: 0,
             status: None,
+            ticket,
+            claim: None,
+            provider_message_id: None,
         }
     }
 }

@@ -2,9 +2,10 @@
 //! it, or give it back to the broker. Nothing is acked before its outcome is
 //! settled.
 
-use super::acks::Slot;
+use super::{acks::Slot, claim::Ticket};
 use crate::{
     deadletter::{DeadLetter, DeadLetterWriter, InsertError},
+    ledger::{Backlog, ClaimRequest, Late, Ledger, Record, Status, Unavailable},
     ops::metrics::{HeldWrite, Metrics, Outcome},
 };
 use backon::{ExponentialBuilder, Retryable};
@@ -18,6 +19,20 @@ pub(crate) enum Settlement {
     DeadLetter(Box<DeadLetter>),
     /// Not finished: back to the queue for another try.
     Requeue,
+    /// Settled before (the ledger says so): acked without a call.
+    Duplicate,
+}
+
+/// The ledger row a settlement writes, when there is a ledger.
+#[derive(Debug)]
+pub(crate) struct Books<'a> {
+    pub(crate) ledger: &'a Ledger,
+    pub(crate) backlog: Option<&'a Backlog>,
+    pub(crate) ticket: Ticket,
+    /// The claim, for a send made unrecorded.
+    pub(crate) request: Option<ClaimRequest>,
+    /// The outcome; its `status` and `claimed_at` are set here.
+    pub(crate) record: Record,
 }
 
 /// What became of the delivery, for the outcome log line.
@@ -31,6 +46,7 @@ pub(crate) enum Settled {
     Requeued,
     /// The ack or nack could not be sent (channel gone): the broker redelivers.
     Unacked,
+    Duplicate,
 }
 
 impl Settled {
@@ -40,6 +56,7 @@ impl Settled {
             Settled::DeadLettered { .. } => Outcome::DeadLettered,
             Settled::Requeued => Outcome::Requeued,
             Settled::Unacked => Outcome::Unacked,
+            Settled::Duplicate => Outcome::DuplicateSuppressed,
         }
     }
 }
@@ -58,16 +75,34 @@ fn insert_retries() -> ExponentialBuilder {
 /// delivery is given back instead. A row the table refuses for its content
 /// is stored degraded, so no delivery waits forever on a row that can
 /// never be written.
+///
+/// With a ledger, the job's row is written after the dead letter and
+/// before the ack; a claim given back is released first, so the next
+/// delivery need not wait out the lease.
 pub(crate) async fn settle(
     settlement: Settlement,
     slot: Slot,
     writer: &DeadLetterWriter,
+    books: Option<Books<'_>>,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Settled {
     let row: Arc<DeadLetter> = match settlement {
-        Settlement::Ack => return ack(slot, Settled::Acked).await,
-        Settlement::Requeue => return requeue(slot).await,
+        Settlement::Duplicate => return ack(slot, Settled::Duplicate).await,
+        Settlement::Ack => {
+            if let Some(books) = books
+                && !book(books, Status::Sent, metrics, shutdown).await
+            {
+                return requeue(slot).await;
+            }
+            return ack(slot, Settled::Acked).await;
+        }
+        Settlement::Requeue => {
+            if let Some(books) = books {
+                release(books).await;
+            }
+            return requeue(slot).await;
+        }
         Settlement::DeadLetter(row) => Arc::from(row),
     };
     let mut held = None;
@@ -80,10 +115,107 @@ pub(crate) async fn settle(
         }
         written => written,
     };
-    match written {
-        Ok(new_row) => ack(slot, Settled::DeadLettered { new_row }).await,
+    let new_row = match written {
+        Ok(new_row) => new_row,
         // Shutdown came while the row could not be written: give it back.
-        Err(_) => requeue(slot).await,
+        Err(_) => {
+            if let Some(books) = books {
+                release(books).await;
+            }
+            return requeue(slot).await;
+        }
+    };
+    if let Some(mut books) = books {
+        let status = if row.error_code == crate::domain::ErrorCode::Expired {
+            Status::Expired
+        } else {
+            Status::DeadLettered
+        };
+        books.record.error_code = Some(row.error_code.as_str().to_owned());
+        if !book(books, status, metrics, shutdown).await {
+            return requeue(slot).await;
+        }
+    }
+    ack(slot, Settled::DeadLettered { new_row }).await
+}
+
+/// Writes the job's ledger row with `status`, trying again while the
+/// database fails and the worker runs. False: not written and shutdown
+/// came (the delivery goes back; its lease lapses). With
+/// `NOTIFY_LEDGER_UNAVAILABLE=send` a row that cannot be written now is
+/// kept for later instead, and the job is acked.
+async fn book(
+    mut books: Books<'_>,
+    status: Status,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> bool {
+    books.record.status = status;
+    let claimed_at = match books.ticket {
+        Ticket::None => return true,
+        Ticket::Claimed(at) => at,
+        Ticket::Unrecorded(_) => {
+            later(&books);
+            return true;
+        }
+    };
+    books.record.claimed_at = claimed_at;
+    let send_mode = books.ledger.policy.unavailable == Unavailable::Send;
+    let mut held: Option<HeldWrite> = None;
+    let stop = shutdown.clone();
+    let written = (|| books.ledger.record(books.record.clone()))
+        .retry(insert_retries())
+        .sleep(move |wait| {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+        })
+        .when(|_| !send_mode && !shutdown.is_cancelled())
+        .notify(|e, wait| {
+            metrics.ledger_error("record");
+            held.get_or_insert_with(|| metrics.hold_for_database());
+            tracing::error!(job_id = %books.record.job_id, channel = %books.record.channel, error = %e, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "ledger record failed; holding the job unacked");
+        })
+        .await;
+    match written {
+        Ok(_) => true,
+        Err(_) if send_mode => {
+            metrics.ledger_error("record");
+            later(&books);
+            true
+        }
+        Err(_) => {
+            books
+                .ledger
+                .forget(books.record.channel, &books.record.job_id, claimed_at);
+            false
+        }
+    }
+}
+
+/// Keeps an outcome for the backlog to write when the database is back.
+fn later(books: &Books<'_>) {
+    if let (Some(backlog), Some(request)) = (books.backlog, &books.request) {
+        backlog.push(Late {
+            request: request.clone(),
+            record: books.record.clone(),
+        });
+    }
+}
+
+/// Gives the claim up (one try: should it fail, the lease lapses).
+async fn release(mut books: Books<'_>) {
+    if let Ticket::Claimed(at) = books.ticket {
+        books.record.status = Status::Claimed;
+        books.record.claimed_at = at;
+        let (channel, job) = (books.record.channel, books.record.job_id.clone());
+        if books.ledger.record(books.record).await.is_err() {
+            books.ledger.forget(channel, &job, at);
+        }
     }
 }
 

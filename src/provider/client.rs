@@ -2,7 +2,7 @@
 //! Each holds only its own key; its connections are in [`super::transport`].
 
 use super::transport::{Call, HttpOptions, Transport};
-use crate::domain::{ApiKey, Message, Provider};
+use crate::domain::{ApiKey, JobId, Message, Provider};
 use hyper::header::HeaderValue;
 use std::{
     fmt,
@@ -126,7 +126,14 @@ impl ProviderClient {
 
     /// Sends `message` once. Never fails: a missing response is an
     /// [`Answer::NoResponse`], which the caller classifies as transient.
-    pub(crate) async fn send(&self, message: &Message, trace: TraceHeaders) -> (Answer, Duration) {
+    /// `Idempotency-Key` is the job's id, the same on every attempt and
+    /// redelivery (contract section 7).
+    pub(crate) async fn send(
+        &self,
+        message: &Message,
+        job_id: &JobId,
+        trace: TraceHeaders,
+    ) -> (Answer, Duration) {
         let started = Instant::now();
         let key = self.key();
         let body = match message {
@@ -147,6 +154,8 @@ impl ProviderClient {
         let header = |v: Option<String>| v.and_then(|v| HeaderValue::try_from(v).ok());
         let call = Call {
             authorization: authorization(&key),
+            // Ids have no control characters; non-ASCII goes as UTF-8 bytes.
+            idempotency_key: HeaderValue::from_bytes(job_id.as_str().as_bytes()).ok(),
             body: body.into(),
             traceparent: header(trace.traceparent),
             tracestate: header(trace.tracestate),

@@ -42,8 +42,17 @@ pub(crate) struct Permit<'a> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.recorded {
-            self.gate.door().flow.release();
+            let mut door = self.gate.door();
+            door.flow.release();
+            if self.probe {
+                // A probe never made (its job expired): the next call probes.
+                door.pause.probe_dropped(Instant::now());
+            }
+            drop(door);
             self.gate.room.notify_one();
+            if self.probe {
+                self.gate.changed.notify_waiters();
+            }
         }
     }
 }

@@ -56,6 +56,7 @@ async fn the_publisher_checks_jobs_with_the_worker_decoder_and_confirms() {
     let env = TestEnv::new().await;
     let publisher = Publisher::connect(AMQP, &env.topology()).await.unwrap();
     let bad = NewJob::Email(NewEmail {
+        expires_at: None,
         id: None,
         from: "a@b.c".into(),
         to: "two@a.io, three@b.io".into(),
@@ -67,6 +68,7 @@ async fn the_publisher_checks_jobs_with_the_worker_decoder_and_confirms() {
         other => panic!("expected Invalid, got {other:?}"),
     }
     let good = NewJob::Sms(NewSms {
+        expires_at: None,
         id: Some("pub-1".into()),
         from: "B".into(),
         to: "+919876501002".into(),
@@ -564,6 +566,7 @@ async fn publishing_in_bulk_confirms_every_job_and_reports_each_refusal_in_place
     let jobs: Vec<NewJob> = (0..3000)
         .map(|i| {
             NewJob::Sms(NewSms {
+                expires_at: None,
                 id: Some(format!("bulk-{i}")),
                 from: "B".into(),
                 // Every 100th job has a phone the worker would refuse.

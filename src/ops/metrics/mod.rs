@@ -17,6 +17,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub(crate) use super::held::{HeldWrite, HeldWrites};
 use std::{array, sync::Arc, time::Duration};
 
+mod ledger;
+use ledger::LedgerMetrics;
+
 pub(crate) const JOBS: &str = "notify_jobs_total";
 pub(crate) const DEAD_LETTERS: &str = "notify_dead_letters_total";
 pub(crate) const RETRIES: &str = "notify_retries_total";
@@ -43,14 +46,17 @@ pub(crate) enum Outcome {
     Requeued,
     /// The ack could not be sent (channel gone): the broker redelivers.
     Unacked,
+    /// The ledger said it was settled before: acked without a call.
+    DuplicateSuppressed,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 4] = [
+    const ALL: [Outcome; 5] = [
         Outcome::Sent,
         Outcome::DeadLettered,
         Outcome::Requeued,
         Outcome::Unacked,
+        Outcome::DuplicateSuppressed,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -59,6 +65,7 @@ impl Outcome {
             Outcome::DeadLettered => "dead_lettered",
             Outcome::Requeued => "requeued",
             Outcome::Unacked => "unacked",
+            Outcome::DuplicateSuppressed => "duplicate_suppressed",
         }
     }
 }
@@ -112,6 +119,7 @@ pub(crate) struct Metrics {
     throttled: [Counter; 2],
     /// `notify_provider_paused{reason="throttled"}`, apart from the pauses.
     throttled_long: [Gauge; 2],
+    ledger: LedgerMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -182,7 +190,7 @@ impl Metrics {
         );
         describe_gauge!(
             WRITES_HELD,
-            "Deliveries held unacked because their dead-letter row cannot be written yet."
+            "Deliveries held unacked because the database cannot take their dead-letter or ledger row yet."
         );
         describe_gauge!(
             OLDEST_HELD,
@@ -209,6 +217,7 @@ impl Metrics {
         };
         Self {
             handle,
+            ledger: LedgerMetrics::register(),
             jobs: array::from_fn(|c| {
                 array::from_fn(
                     |o| counter!(JOBS, "channel" => Channel::ALL[c].as_str(), "outcome" => Outcome::ALL[o].as_str()),

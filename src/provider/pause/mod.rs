@@ -122,6 +122,17 @@ impl Pause {
         (last * 2).min(half_so_far).max(FIRST_COOLDOWN).min(cap)
     }
 
+    /// A probe was admitted but never made: the next call probes instead.
+    pub(crate) fn probe_dropped(&mut self, now: Instant) {
+        if let PauseState::Probing { why, length } = &self.state {
+            self.state = PauseState::Open {
+                until: now,
+                why: why.clone(),
+                length: *length,
+            };
+        }
+    }
+
     pub(crate) fn admit(&mut self, now: Instant) -> Admit {
         match &self.state {
             PauseState::Closed => Admit::Go { probe: false },

@@ -111,10 +111,13 @@ use lanes::{Lane, take_lane};
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// One call's request: the JSON body and the `Authorization` value.
 pub(crate) struct Call {
     pub(crate) authorization: HeaderValue,
+    /// The job's id, so a provider can drop a call made twice.
+    pub(crate) idempotency_key: Option<HeaderValue>,
     pub(crate) body: Bytes,
     /// W3C trace context, when the job has one.
     pub(crate) traceparent: Option<HeaderValue>,
@@ -297,6 +300,9 @@ impl Transport {
         headers.insert(AUTHORIZATION, call.authorization.clone());
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        if let Some(v) = &call.idempotency_key {
+            headers.insert(IDEMPOTENCY_KEY, v.clone());
+        }
         if let Some(v) = &call.traceparent {
             headers.insert(TRACEPARENT, v.clone());
         }
@@ -316,6 +322,9 @@ impl Transport {
             .post(self.url.clone())
             .header(AUTHORIZATION, call.authorization.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(v) = &call.idempotency_key {
+            request = request.header(IDEMPOTENCY_KEY, v.clone());
+        }
         if let Some(v) = &call.traceparent {
             request = request.header(TRACEPARENT, v.clone());
         }

@@ -81,6 +81,7 @@ async fn an_http1_request_carries_host_length_key_and_trace_context() {
     let transport = Transport::new(Provider::MigoSmtp, options, url).unwrap();
     let call = Call {
         authorization: HeaderValue::from_static("Bearer mk_test"),
+        idempotency_key: Some(HeaderValue::from_static("job-7")),
         body: Bytes::from_static(b"{\"x\":1}"),
         traceparent: Some(HeaderValue::from_static(
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
@@ -98,6 +99,7 @@ async fn an_http1_request_carries_host_length_key_and_trace_context() {
         format!("host: {addr}\r\n"),
         "authorization: bearer mk_test\r\n".into(),
         "content-length: 7\r\n".into(),
+        "idempotency-key: job-7\r\n".into(),
         "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n".into(),
     ] {
         assert!(request.contains(&line), "{line:?} missing in:\n{request}");
@@ -112,6 +114,7 @@ fn a_call_in_flight_stays_small() {
     let t = lanes(HttpVersion::Http2, 100);
     let call = Call {
         authorization: HeaderValue::from_static("Bearer x"),
+        idempotency_key: None,
         body: Bytes::new(),
         traceparent: None,
         tracestate: None,
