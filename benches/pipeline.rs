@@ -21,7 +21,10 @@
 //! (j) `enqueue --file`: confirms in flight against one at a time, and a
 //!     bare lapin publisher (pipeline/bulk.rs);
 //! (k) traces: worker CPU per job with spans exported by OTLP/HTTP against
-//!     traces off, jobs carrying a `traceparent` (pipeline/traced.rs).
+//!     traces off, jobs carrying a `traceparent` (pipeline/traced.rs);
+//! (l) the delivery ledger: relay, worker with `--ledger off`, worker with
+//!     the ledger, same jobs, same run; CPU per job of each and of
+//!     PostgreSQL, and commits and ledger rows per job (pipeline/ledger.rs).
 //!
 //! For profiling: `--only d` runs some scenarios; `BENCH_RUNS`, `BENCH_JOBS`,
 //! `BENCH_RSS_IN_FLIGHT=2000`, `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink
@@ -161,6 +164,8 @@ mod tls;
 mod bulk;
 #[path = "pipeline/flow.rs"]
 mod flow;
+#[path = "pipeline/ledger.rs"]
+mod ledger;
 #[path = "pipeline/thrift.rs"]
 mod thrift;
 #[path = "pipeline/traced.rs"]
@@ -1049,6 +1054,77 @@ async fn main() {
                     .join(", ")
             );
         }
+    }
+    if run("l") {
+        let n = sizes.thrift;
+        println!(
+            "\n| (l) {n} jobs, instant provider, quorum | relay | worker, ledger off | worker, ledger on | on/off | on/relay |"
+        );
+        println!("|---|---|---|---|---|---|");
+        let mut runs = Vec::new();
+        for _ in 0..sizes.runs {
+            let env = Env::new(QueueType::Quorum).await;
+            let relay = ledger::run(&env, n, None).await;
+            let off = ledger::run(&env, n, Some(&["--ledger", "off"])).await;
+            let on = ledger::run(&env, n, Some(&[])).await;
+            env.drop_all().await;
+            runs.push([relay, off, on]);
+        }
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let m = |f: &dyn Fn(&[ledger::Costs; 3]) -> f64| median(runs.iter().map(f).collect());
+        let list = |f: &dyn Fn(&[ledger::Costs; 3]) -> f64| {
+            runs.iter()
+                .map(|r| format!("{:.2}", f(r)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let jobs = |i: usize| move |r: &[ledger::Costs; 3]| r[i].thrift.jobs_per_sec;
+        println!(
+            "| jobs/s | {:.0} | {:.0} | {:.0} | {:.2} ({}) | {:.2} ({}) |",
+            m(&jobs(0)),
+            m(&jobs(1)),
+            m(&jobs(2)),
+            m(&|r| jobs(2)(r) / jobs(1)(r)),
+            list(&|r| jobs(2)(r) / jobs(1)(r)),
+            m(&|r| jobs(2)(r) / jobs(0)(r)),
+            list(&|r| jobs(2)(r) / jobs(0)(r)),
+        );
+        let cpu = |i: usize| move |r: &[ledger::Costs; 3]| us(r[i].thrift.cpu_per_job);
+        println!(
+            "| consumer CPU per job | {:.0} us | {:.0} us | {:.0} us | {:.2} | {:.2} ({}) |",
+            m(&cpu(0)),
+            m(&cpu(1)),
+            m(&cpu(2)),
+            m(&|r| cpu(2)(r) / cpu(1)(r)),
+            m(&|r| cpu(2)(r) / cpu(0)(r)),
+            list(&|r| cpu(2)(r) / cpu(0)(r)),
+        );
+        let pg = |i: usize| move |r: &[ledger::Costs; 3]| us(r[i].pg_per_job);
+        println!(
+            "| PostgreSQL CPU per job | {:.0} us | {:.0} us | {:.0} us | | |",
+            m(&pg(0)),
+            m(&pg(1)),
+            m(&pg(2)),
+        );
+        let broker = |i: usize| move |r: &[ledger::Costs; 3]| us(r[i].thrift.broker_per_job);
+        println!(
+            "| broker CPU per job | {:.0} us | {:.0} us | {:.0} us | | |",
+            m(&broker(0)),
+            m(&broker(1)),
+            m(&broker(2)),
+        );
+        println!(
+            "| commits / ledger rows inserted / updated per job | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.3} / {:.2} / {:.2} | | |",
+            m(&|r| r[0].commits_per_job),
+            m(&|r| r[0].inserts_per_job),
+            m(&|r| r[0].updates_per_job),
+            m(&|r| r[1].commits_per_job),
+            m(&|r| r[1].inserts_per_job),
+            m(&|r| r[1].updates_per_job),
+            m(&|r| r[2].commits_per_job),
+            m(&|r| r[2].inserts_per_job),
+            m(&|r| r[2].updates_per_job),
+        );
     }
     if run("k") {
         let n = sizes.thrift;

@@ -222,8 +222,113 @@ async fn a_database_outage_holds_dead_letters_unacked_and_writes_each_once_after
     env.cleanup().await;
 }
 
+/// Ledger statuses at one moment: job id -> status.
+async fn ledger_now(env: &TestEnv) -> HashMap<String, String> {
+    sqlx::query_as::<_, (String, String)>("SELECT job_id, status FROM deliveries")
+        .fetch_all(&env.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Every job reached its provider; a job called twice was one whose call
+/// was in flight at the kill (claimed, not yet recorded sent), and both
+/// of its calls carried the job's id as `Idempotency-Key`. Returns the
+/// number of jobs called twice.
+async fn check_no_second_call_but_in_flight(
+    env: &TestEnv,
+    fakes: [&FakeProvider; 2],
+    at_kill: &HashMap<String, String>,
+) -> usize {
+    let mut per_job: HashMap<String, Vec<Option<String>>> = HashMap::new();
+    for c in fakes.iter().flat_map(|f| f.calls()) {
+        let id = c.body["to"].as_str().unwrap_or("").to_owned();
+        per_job
+            .entry(id)
+            .or_default()
+            .push(c.idempotency_key.clone());
+    }
+    let mut twice = 0;
+    for (to, keys) in &per_job {
+        let key = keys[0].clone().expect("Idempotency-Key on every call");
+        assert!(
+            keys.iter().all(|k| k.as_deref() == Some(key.as_str())),
+            "{to}: {keys:?}"
+        );
+        if keys.len() > 1 {
+            twice += 1;
+            assert_eq!(
+                at_kill.get(&key).map(String::as_str),
+                Some("claimed"),
+                "job {key} sent {} times though the ledger said {:?} at the kill",
+                keys.len(),
+                at_kill.get(&key)
+            );
+        }
+    }
+    let (sent,): (i64,) = sqlx::query_as("SELECT count(*) FROM deliveries WHERE status = 'sent'")
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(sent as usize, per_job.len(), "every job sent is on record");
+    twice
+}
+
+fn worker_args(env: &TestEnv, email: &FakeProvider, sms: &FakeProvider) -> Vec<String> {
+    let mut args = env.args(email, sms);
+    for [flag, value] in [
+        ["--migosmtp-api-key", EMAIL_KEY],
+        ["--telnxo-api-key", SMS_KEY],
+        ["--prefetch", "50"],
+        ["--ledger-lease-secs", "2"],
+    ] {
+        set_arg(&mut args, flag, Some(value));
+    }
+    args
+}
+
+fn spawn_worker(args: &[String]) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .env_clear()
+        .env("NOTIFY_LOG_LEVEL", "warn")
+        .arg("run")
+        .args(args)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn term(mut child: tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    run("kill", &["-TERM", &pid]);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn publish_both(env: &TestEnv, prefix: &str, each: usize) {
+    for i in 0..each {
+        env.publish(
+            "email",
+            &email_job(
+                &format!("{prefix}-e{i}"),
+                &format!("{prefix}-e{i}@example.com"),
+            ),
+        )
+        .await;
+        env.publish(
+            "sms",
+            &sms_job(&format!("{prefix}-s{i}"), &format!("+91910{i:07}")),
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
-async fn a_sigkilled_worker_loses_nothing_and_duplicates_stay_within_the_unacked_window() {
+async fn a_sigkilled_worker_restarted_sends_a_job_twice_only_if_its_call_was_in_flight() {
     let _one = ONE_AT_A_TIME.lock().await;
     let env = TestEnv::new().await;
     let (email, sms) = (
@@ -232,38 +337,9 @@ async fn a_sigkilled_worker_loses_nothing_and_duplicates_stay_within_the_unacked
     );
     declare(&env.amqp, &env.topology()).await.unwrap();
     const EACH: usize = 1500;
-    const PREFETCH: usize = 50;
-    for i in 0..EACH {
-        env.publish(
-            "email",
-            &email_job(&format!("k-e{i}"), &format!("k{i}@example.com")),
-        )
-        .await;
-        env.publish(
-            "sms",
-            &sms_job(&format!("k-s{i}"), &format!("+91910000{i:04}")),
-        )
-        .await;
-    }
-    let mut args = env.args(&email, &sms);
-    for [flag, value] in [
-        ["--migosmtp-api-key", EMAIL_KEY],
-        ["--telnxo-api-key", SMS_KEY],
-        ["--prefetch", "50"],
-    ] {
-        set_arg(&mut args, flag, Some(value));
-    }
-    let spawn = || {
-        tokio::process::Command::new(BIN)
-            .env_clear()
-            .env("NOTIFY_LOG_LEVEL", "warn")
-            .arg("run")
-            .args(&args)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
-    let mut first = spawn();
+    publish_both(&env, "k", EACH).await;
+    let args = worker_args(&env, &email, &sms);
+    let mut first = spawn_worker(&args);
     eventually(
         "a third of the jobs sent",
         Duration::from_secs(60),
@@ -271,9 +347,8 @@ async fn a_sigkilled_worker_loses_nothing_and_duplicates_stay_within_the_unacked
     )
     .await;
     first.kill().await.unwrap(); // SIGKILL
-    let at_kill = email.calls().len() + sms.calls().len();
-
-    let mut second = spawn();
+    let at_kill = ledger_now(&env).await;
+    let second = spawn_worker(&args);
     eventually(
         "every job reached its provider",
         Duration::from_secs(120),
@@ -286,26 +361,149 @@ async fn a_sigkilled_worker_loses_nothing_and_duplicates_stay_within_the_unacked
         },
     )
     .await;
-    let pid = second.id().unwrap().to_string();
-    run("kill", &["-TERM", &pid]);
-    let status = tokio::time::timeout(Duration::from_secs(30), second.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
-    let total = email.calls().len() + sms.calls().len();
-    let dupes = total - 2 * EACH;
-    eprintln!(
-        "crash: SIGKILL after {at_kill} calls; {dupes} jobs sent twice (unacked window {})",
-        2 * PREFETCH
+    eventually("every job recorded", Duration::from_secs(30), || async {
+        let all = ledger_now(&env).await;
+        (all.values().filter(|s| *s == "sent").count() == 2 * EACH).then_some(())
+    })
+    .await;
+    term(second).await;
+    let twice = check_no_second_call_but_in_flight(&env, [&email, &sms], &at_kill).await;
+    let claimed = at_kill.values().filter(|s| *s == "claimed").count();
+    eprintln!("crash: {twice} jobs sent twice, {claimed} claimed unsettled at the kill");
+    assert!(env.rows().await.is_empty());
+    assert_eq!(env.ready(&env.email_queue).await, 0);
+    assert_eq!(env.ready(&env.sms_queue).await, 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn three_workers_one_sigkilled_mid_stream_send_each_job_once_but_those_in_flight() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let (email, sms) = (
+        FakeProvider::start(|_| Reply::ok().after(Duration::from_millis(5))).await,
+        FakeProvider::start(|_| Reply::ok().after(Duration::from_millis(5))).await,
     );
-    assert!(
-        dupes <= 2 * PREFETCH,
-        "{dupes} duplicates exceed the unacked window"
+    declare(&env.amqp, &env.topology()).await.unwrap();
+    const EACH: usize = 1500;
+    publish_both(&env, "t", EACH).await;
+    let args = worker_args(&env, &email, &sms);
+    let mut victim = spawn_worker(&args);
+    let others = [spawn_worker(&args), spawn_worker(&args)];
+    eventually(
+        "a third of the jobs sent",
+        Duration::from_secs(60),
+        || async { (email.calls().len() + sms.calls().len() >= 1000).then_some(()) },
+    )
+    .await;
+    victim.kill().await.unwrap(); // SIGKILL
+    let at_kill = ledger_now(&env).await;
+    eventually(
+        "every job recorded sent",
+        Duration::from_secs(120),
+        || async {
+            let all = ledger_now(&env).await;
+            (all.values().filter(|s| *s == "sent").count() == 2 * EACH).then_some(())
+        },
+    )
+    .await;
+    for w in others {
+        term(w).await;
+    }
+    let twice = check_no_second_call_but_in_flight(&env, [&email, &sms], &at_kill).await;
+    let claimed = at_kill.values().filter(|s| *s == "claimed").count();
+    eprintln!(
+        "3 workers, one killed: {twice} jobs sent twice, {claimed} claimed unsettled at the kill"
     );
     assert!(env.rows().await.is_empty());
     assert_eq!(env.ready(&env.email_queue).await, 0);
     assert_eq!(env.ready(&env.sms_queue).await, 0);
+    env.cleanup().await;
+}
+
+/// Default `hold`: with PostgreSQL stopped nothing is sent (no claim can
+/// be made), `/readyz` says why, the jobs stay in the broker; once it is
+/// back each is sent exactly once and on record.
+#[tokio::test]
+async fn with_the_database_down_the_default_holds_sending_and_loses_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let (email, sms) = (
+        FakeProvider::accepting().await,
+        FakeProvider::accepting().await,
+    );
+    let worker = env.worker(&email, &sms, &[]).await;
+    env.publish("sms", &sms_job("h-0", "+919800000000")).await;
+    env.wait_ledger("h-0", "sent").await;
+    let restore = Restore("postgres");
+    pg("stop");
+    for i in 1..=10 {
+        env.publish(
+            "sms",
+            &sms_job(&format!("h-{i}"), &format!("+9198000000{i:02}")),
+        )
+        .await;
+    }
+    let (status, body) = eventually("readyz 503", Duration::from_secs(10), || async {
+        let r = worker.get("/readyz").await;
+        (r.0 == 503).then_some(r)
+    })
+    .await;
+    assert!(body.contains("database unreachable"), "{status} {body}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sms.calls().len(),
+        1,
+        "nothing sent while no claim can be made"
+    );
+    pg("start");
+    drop(restore);
+    let calls = sms.wait_calls(11).await;
+    for i in 1..=10 {
+        env.wait_ledger(&format!("h-{i}"), "sent").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sms.calls().len(), 11, "each sent once: {calls:?}");
+    assert_eq!(env.ready(&env.sms_queue).await, 0);
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+/// `NOTIFY_LEDGER_UNAVAILABLE=send`: with PostgreSQL stopped jobs are sent
+/// unrecorded, and their rows are written once it is back.
+#[tokio::test]
+async fn with_the_database_down_send_mode_sends_and_records_later() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let (email, sms) = (
+        FakeProvider::accepting().await,
+        FakeProvider::accepting().await,
+    );
+    let worker = env
+        .worker(&email, &sms, &["--ledger-unavailable", "send"])
+        .await;
+    env.publish("sms", &sms_job("s-0", "+919700000000")).await;
+    env.wait_ledger("s-0", "sent").await;
+    let restore = Restore("postgres");
+    pg("stop");
+    for i in 1..=10 {
+        env.publish(
+            "sms",
+            &sms_job(&format!("s-{i}"), &format!("+9197000000{i:02}")),
+        )
+        .await;
+    }
+    sms.wait_calls(11).await;
+    worker
+        .wait_metric(r#"notify_ledger_unrecorded_total{channel="sms"}"#, 10.0)
+        .await;
+    pg("start");
+    drop(restore);
+    for i in 1..=10 {
+        env.wait_ledger(&format!("s-{i}"), "sent").await;
+    }
+    assert_eq!(sms.calls().len(), 11);
+    worker.stop().await;
     env.cleanup().await;
 }
 

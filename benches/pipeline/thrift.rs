@@ -96,7 +96,7 @@ pub(crate) fn cpu(pid: u32) -> Duration {
     Duration::from_secs_f64(ticks as f64 / 100.0)
 }
 
-fn broker_pid() -> u32 {
+pub(crate) fn broker_pid() -> u32 {
     let out = std::process::Command::new("pgrep")
         .args(["-o", "beam.smp"])
         .output()
@@ -132,6 +132,18 @@ pub(crate) struct Thrift {
 /// `n` pre-published jobs through the relay (`worker` false) or the worker
 /// with its defaults.
 pub(crate) async fn run(env: &Env, n: usize, worker: bool) -> Thrift {
+    run_with(env, n, worker, &[], |_| {}).await
+}
+
+/// [`run`], with `extra` worker flags, calling `before_stop` with the
+/// worker's pid while it still runs (to read figures of its own).
+pub(crate) async fn run_with(
+    env: &Env,
+    n: usize,
+    worker: bool,
+    extra: &[&str],
+    before_stop: impl FnOnce(u32),
+) -> Thrift {
     let (url, fake) = fake(StatusCode::OK, Duration::ZERO).await;
     publish(env, n).await;
     let broker = broker_pid();
@@ -146,9 +158,9 @@ pub(crate) async fn run(env: &Env, n: usize, worker: bool) -> Thrift {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(100);
-        let w = env
-            .worker(&url, prefetch, 1, &["--log-level", "info"])
-            .await;
+        let mut flags = vec!["--log-level", "info"];
+        flags.extend_from_slice(extra);
+        let w = env.worker(&url, prefetch, 1, &flags).await;
         let pid = w.pid();
         (pid, Box::new(move || Box::pin(w.stop())))
     } else {
@@ -177,6 +189,7 @@ pub(crate) async fn run(env: &Env, n: usize, worker: bool) -> Thrift {
     let own = cpu(pid);
     let broker_cpu = cpu(broker) - broker_before;
     let took = fake.first_to_last();
+    before_stop(pid);
     stop().await;
     // A consumer stopped or killed gives back what it had not acked.
     let left = env.ready(&env.topology.email_queue).await;

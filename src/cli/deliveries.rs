@@ -99,8 +99,7 @@ pub(crate) async fn run(cmd: Deliveries) -> anyhow::Result<bool> {
                 }
             } else {
                 println!(
-                    "{:<25} {:<5} {:<13} {:>3} {:<20} {:<36} {}",
-                    "claimed at", "chan", "status", "try", "recipient", "job id", "provider id"
+                    "claimed at                chan  status        try recipient            job id                               provider id"
                 );
                 for r in &rows {
                     println!(

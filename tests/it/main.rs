@@ -6,6 +6,7 @@ mod binary;
 mod decoding;
 mod flow;
 mod hardening;
+mod ledger;
 mod operations;
 mod outcomes;
 mod resilience;

@@ -74,6 +74,7 @@ pub struct Call {
     pub raw_headers: String,
     /// The W3C trace context sent, if any.
     pub traceparent: Option<String>,
+    pub idempotency_key: Option<String>,
     /// HTTP version the call came over, and the client's address (one per
     /// connection).
     pub version: axum::http::Version,
@@ -322,6 +323,7 @@ async fn handle(
         content_type: header("content-type"),
         raw_headers: format!("{headers:?}"),
         traceparent: header("traceparent"),
+        idempotency_key: header("idempotency-key"),
         version,
         peer,
         body,
@@ -617,6 +619,30 @@ impl TestEnv {
             || async {
                 let rows = self.rows().await;
                 (rows.len() >= n).then_some(rows)
+            },
+        )
+        .await
+    }
+
+    /// The ledger rows of `job_id` as (status, attempts, provider message id).
+    pub async fn ledger(&self, job_id: &str) -> Vec<(String, i32, Option<String>)> {
+        sqlx::query_as(
+            "SELECT status, attempts, provider_message_id FROM deliveries WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_all(&self.db)
+        .await
+        .unwrap_or_else(|e| panic!("cannot read deliveries: {e}"))
+    }
+
+    /// Waits until the ledger says `status` for `job_id`.
+    pub async fn wait_ledger(&self, job_id: &str, status: &str) {
+        eventually(
+            &format!("ledger {status} for {job_id}"),
+            Duration::from_secs(20),
+            || async {
+                let rows = self.ledger(job_id).await;
+                rows.iter().any(|r| r.0 == status).then_some(())
             },
         )
         .await
