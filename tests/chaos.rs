@@ -165,7 +165,15 @@ async fn a_database_outage_holds_dead_letters_unacked_and_writes_each_once_after
     let env = TestEnv::new().await;
     let email = FakeProvider::start(|_| Reply::status(401, r#"{"error":"invalid_api_key"}"#)).await;
     let sms = FakeProvider::accepting().await;
-    let worker = env.worker(&email, &sms, &["--auth-pause-secs", "0"]).await;
+    // Sending unrecorded while the database is away (the ledger's `send`
+    // mode), so SMS jobs keep flowing; the default holds them (tested below).
+    let worker = env
+        .worker(
+            &email,
+            &sms,
+            &["--auth-pause-secs", "0", "--ledger-unavailable", "send"],
+        )
+        .await;
     env.publish("email", &email_job("db-0", "db0@example.com"))
         .await;
     env.wait_rows(1).await;
