@@ -153,3 +153,22 @@ fn the_breaker_cooldown_grows_with_the_outage_and_resets_after_it() {
     let (_, e) = c.record(false, Attempt::Transient, now);
     assert!(matches!(e, Some(Event::Paused { length, .. }) if length == S));
 }
+
+/// A probe admitted but never made (its job expired at the gate) must not
+/// leave everyone waiting on a result that never comes.
+#[test]
+fn a_dropped_probe_lets_the_next_call_probe() {
+    let t0 = Instant::now();
+    let mut c = circuit(30, 0);
+    c.record(false, auth(), t0);
+    let later = t0 + S * 30;
+    assert_eq!(c.admit(later), Admit::Go { probe: true });
+    assert_eq!(c.admit(later), Admit::Wait(None));
+    c.probe_dropped(later);
+    assert_eq!(c.admit(later), Admit::Go { probe: true }, "probe again");
+    // Dropping outside a probe changes nothing.
+    let (v, _) = c.record(true, Attempt::Answered, later);
+    assert_eq!(v, Verdict::Done);
+    c.probe_dropped(later);
+    assert_eq!(c.admit(later), Admit::Go { probe: false });
+}
