@@ -477,6 +477,49 @@ async fn with_the_database_down_the_default_holds_sending_and_loses_nothing() {
     env.cleanup().await;
 }
 
+/// PostgreSQL stops while a claimed job's call is in flight: its outcome
+/// cannot be recorded, so the delivery is held unacked (and counted) until
+/// the database is back, then recorded `sent` and acked, with one call.
+#[tokio::test]
+async fn a_sent_job_whose_record_cannot_be_written_is_held_until_it_can() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let email = FakeProvider::accepting().await;
+    // Under the tests' 2 s request timeout.
+    let sms = FakeProvider::start(|_| Reply::ok().after(Duration::from_millis(1200))).await;
+    let worker = env.worker(&email, &sms, &[]).await;
+    env.publish("sms", &sms_job("mid", "+919600000001")).await;
+    eventually("the call in flight", Duration::from_secs(10), || async {
+        (sms.in_flight() == 1).then_some(())
+    })
+    .await;
+    let restore = Restore("postgres");
+    pg("stop");
+    sms.wait_calls(1).await;
+    worker
+        .wait_metric("notify_dead_letter_writes_held", 1.0)
+        .await;
+    eventually("held unacked", Duration::from_secs(20), || async {
+        (unacked(&env.sms_queue) == 1).then_some(())
+    })
+    .await;
+    pg("start");
+    drop(restore);
+    env.wait_ledger("mid", "sent").await;
+    eventually("acked", Duration::from_secs(20), || async {
+        (unacked(&env.sms_queue) == 0).then_some(())
+    })
+    .await;
+    assert_eq!(sms.calls().len(), 1, "sent once");
+    assert_eq!(env.ready(&env.sms_queue).await, 0);
+    assert_eq!(
+        worker.metric("notify_dead_letter_writes_held").await,
+        Some(0.0)
+    );
+    worker.stop().await;
+    env.cleanup().await;
+}
+
 /// `NOTIFY_LEDGER_UNAVAILABLE=send`: with PostgreSQL stopped jobs are sent
 /// unrecorded, and their rows are written once it is back.
 #[tokio::test]
