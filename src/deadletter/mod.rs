@@ -10,5 +10,5 @@ pub(crate) mod testdb;
 mod writer;
 
 pub(crate) use row::{DeadLetter, Parts};
-pub(crate) use store::{DeadLetterStore, InsertError, StoreError};
+pub(crate) use store::{DeadLetterStore, InsertError, StoreError, about_the_row};
 pub(crate) use writer::DeadLetterWriter;

@@ -29,23 +29,8 @@ pub(crate) struct InsertError {
 
 impl InsertError {
     pub(crate) fn new(e: &sqlx::Error) -> Self {
-        let about_the_row = match e {
-            // 22: data exception; 23: integrity constraint violation. The
-            // one-open-row index is the exception: ON CONFLICT handles it,
-            // and should it still clash, the next try finds the row.
-            sqlx::Error::Database(db) => {
-                let code = db.code().unwrap_or_default();
-                (code.starts_with("22") || code.starts_with("23"))
-                    && db.constraint() != Some("dead_letters_open_job")
-            }
-            sqlx::Error::Encode(_) => true,
-            // Lost connections, timeouts, lock waits, serialization
-            // failures, admin shutdown, a table renamed away for a
-            // migration: the database, not the row.
-            _ => false,
-        };
         Self {
-            about_the_row,
+            about_the_row: about_the_row(e),
             message: e.to_string(),
         }
     }
@@ -56,6 +41,27 @@ impl InsertError {
             about_the_row: false,
             message: "dead-letter writer stopped".into(),
         }
+    }
+}
+
+/// Whether the table refused a row for its content (SQLSTATE class 22 or
+/// 23), so the same row will be refused again; shared by the dead-letter
+/// and ledger writers.
+pub(crate) fn about_the_row(e: &sqlx::Error) -> bool {
+    match e {
+        // 22: data exception; 23: integrity constraint violation. The
+        // one-open-row index is the exception: ON CONFLICT handles it,
+        // and should it still clash, the next try finds the row.
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            (code.starts_with("22") || code.starts_with("23"))
+                && db.constraint() != Some("dead_letters_open_job")
+        }
+        sqlx::Error::Encode(_) => true,
+        // Lost connections, timeouts, lock waits, serialization
+        // failures, admin shutdown, a table renamed away for a
+        // migration: the database, not the row.
+        _ => false,
     }
 }
 

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Outcomes kept at most; past this the oldest are dropped (and counted).
 const MAX_KEPT: usize = 100_000;
-/// Rows tried per round.
+/// Rows tried per round, and the hand-over's capacity.
 const ROUND: usize = 500;
 
 /// An outcome whose claim could not be made.
@@ -24,7 +24,8 @@ pub(crate) struct Late {
 /// Where late outcomes are handed over.
 #[derive(Debug, Clone)]
 pub(crate) struct Backlog {
-    tx: mpsc::UnboundedSender<Late>,
+    tx: mpsc::Sender<Late>,
+    metrics: Arc<Metrics>,
 }
 
 impl Backlog {
@@ -33,34 +34,48 @@ impl Backlog {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(ledger, rx, metrics, shutdown));
-        Self { tx }
+        let (tx, rx) = mpsc::channel(ROUND);
+        tokio::spawn(run(ledger, rx, Arc::clone(&metrics), shutdown));
+        Self { tx, metrics }
     }
 
+    /// Hands `late` over without waiting; when even the hand-over is full,
+    /// it is dropped and counted.
     pub(crate) fn push(&self, late: Late) {
-        let _ = self.tx.send(late);
+        if self.tx.try_send(late).is_err() {
+            self.metrics.ledger_backlog_dropped();
+        }
     }
 }
 
 async fn run(
     ledger: Ledger,
-    mut rx: mpsc::UnboundedReceiver<Late>,
+    mut rx: mpsc::Receiver<Late>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut kept: VecDeque<Late> = VecDeque::new();
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = shutdown.cancelled() => break,
+    let keep = |kept: &mut VecDeque<Late>, late| {
+        if kept.len() == MAX_KEPT {
+            kept.pop_front();
+            metrics.ledger_backlog_dropped();
         }
-        while let Ok(late) = rx.try_recv() {
-            if kept.len() == MAX_KEPT {
-                kept.pop_front();
-                metrics.ledger_backlog_dropped();
+        kept.push_back(late);
+    };
+    loop {
+        // Take outcomes as they come; try writing them once a second.
+        let tick = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(tick);
+        loop {
+            tokio::select! {
+                () = &mut tick => break,
+                late = rx.recv() => match late {
+                    Some(late) => keep(&mut kept, late),
+                    // Every handle dropped: the worker is gone.
+                    None => return warn_unwritten(&kept),
+                },
+                () = shutdown.cancelled() => return warn_unwritten(&kept),
             }
-            kept.push_back(late);
         }
         let round: Vec<Late> = kept.drain(..kept.len().min(ROUND)).collect();
         let tries = round.into_iter().map(|late| {
@@ -72,10 +87,18 @@ async fn run(
                             claimed_at,
                             ..late.record.clone()
                         };
-                        ledger.record(record).await.map(|_| ()).map_err(|_| late)
+                        match ledger.record(record).await {
+                            Err(e) if !e.about_the_row => Err(late),
+                            _ => Ok(()),
+                        }
                     }
                     // Recorded by another delivery of the job meanwhile.
                     Ok(Claim::Settled(_)) => Ok(()),
+                    // Refused for its content: it never will be written.
+                    Err(e) if e.about_the_row => {
+                        tracing::warn!(job_id = %late.record.job_id, error = %e, "the ledger table refused a late record; dropping it");
+                        Ok(())
+                    }
                     Ok(Claim::Held { .. }) | Err(_) => Err(late),
                 }
             }
@@ -87,6 +110,9 @@ async fn run(
         }
         metrics.set_ledger_backlog(kept.len());
     }
+}
+
+fn warn_unwritten(kept: &VecDeque<Late>) {
     if !kept.is_empty() {
         tracing::warn!(
             rows = kept.len(),

@@ -111,12 +111,37 @@ type Row = (
 );
 
 /// Claims `batch` for `worker` with a lease of `lease`: one answer per
-/// request, in order.
+/// request, in order. One claim the table refuses for its content does not
+/// fail the others: they are then claimed one by one.
 pub(super) async fn claim_many(
     pool: &PgPool,
     worker: &str,
     lease: Duration,
     batch: Vec<ClaimRequest>,
+) -> Result<Vec<Result<Claim, LedgerError>>, LedgerError> {
+    match claim_all(pool, worker, lease, &batch).await {
+        Ok(claims) => Ok(claims.into_iter().map(Ok).collect()),
+        Err(e) if e.about_the_row && batch.len() > 1 => {
+            let mut each = Vec::with_capacity(batch.len());
+            for r in &batch {
+                each.push(
+                    claim_all(pool, worker, lease, std::slice::from_ref(r))
+                        .await
+                        .and_then(|mut c| c.pop().ok_or_else(|| e.clone())),
+                );
+            }
+            Ok(each)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Claims `batch` in one transaction.
+async fn claim_all(
+    pool: &PgPool,
+    worker: &str,
+    lease: Duration,
+    batch: &[ClaimRequest],
 ) -> Result<Vec<Claim>, LedgerError> {
     // A job twice in one batch (two deliveries at once): the first is
     // claimed, the others wait and ask again.
@@ -138,7 +163,7 @@ pub(super) async fn claim_many(
         .map(|&n| lock_key(batch[n].channel, &batch[n].job_id))
         .collect();
     keys.sort_unstable();
-    let col = |f: &dyn Fn(&ClaimRequest) -> String| -> Vec<String> {
+    let col = |f: &dyn Fn(&ClaimRequest) -> &str| -> Vec<&str> {
         asked.iter().map(|&n| f(&batch[n])).collect()
     };
     let ns: Vec<i32> = asked
@@ -161,12 +186,10 @@ pub(super) async fn claim_many(
     // A NULL not_before looks at every partition.
     let rows: Vec<Row> = sqlx::query_as(CLAIM)
         .bind(&ns)
-        .bind(col(&|r| r.channel.as_str().to_owned()))
-        .bind(col(&|r| r.job_id.clone()))
-        .bind(col(&|r| {
-            Provider::for_channel(r.channel).as_str().to_owned()
-        }))
-        .bind(col(&|r| r.recipient.clone()))
+        .bind(col(&|r| r.channel.as_str()))
+        .bind(col(&|r| &r.job_id))
+        .bind(col(&|r| Provider::for_channel(r.channel).as_str()))
+        .bind(col(&|r| &r.recipient))
         .bind(
             not_before
                 .iter()

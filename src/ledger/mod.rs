@@ -29,19 +29,30 @@ use tokio_util::sync::CancellationToken;
 /// Rows per statement at most.
 const MAX_BATCH: usize = 500;
 
-/// A ledger statement that failed. The database is away, slow or
-/// refusing; the caller holds the job (or sends unrecorded, by setting).
+/// A ledger statement that failed: the database is away, slow or
+/// refusing (the caller holds the job, or sends unrecorded, by setting),
+/// or the table refused the row itself (`about_the_row`: trying the same
+/// row again cannot help).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct LedgerError(String);
+#[error("{message}")]
+pub(crate) struct LedgerError {
+    pub(crate) message: String,
+    pub(crate) about_the_row: bool,
+}
 
 impl LedgerError {
     pub(crate) fn new(message: String) -> Self {
-        Self(message)
+        Self {
+            message,
+            about_the_row: false,
+        }
     }
 
     fn sql(what: &str, e: &sqlx::Error) -> Self {
-        Self(format!("ledger {what} failed: {e}"))
+        Self {
+            message: format!("ledger {what} failed: {e}"),
+            about_the_row: crate::deadletter::about_the_row(e),
+        }
     }
 }
 
@@ -96,11 +107,21 @@ pub(crate) struct Held {
     pub(crate) claimed_at: OffsetDateTime,
 }
 
+impl Held {
+    fn of(record: &Record) -> Self {
+        Self {
+            channel: record.channel,
+            job_id: record.job_id.clone(),
+            claimed_at: record.claimed_at,
+        }
+    }
+}
+
 /// The ledger's handle, shared by every job.
 #[derive(Debug, Clone)]
 pub(crate) struct Ledger {
-    claims: Batcher<ClaimRequest, Claim>,
-    records: Batcher<Record, bool>,
+    claims: Batcher<ClaimRequest, Result<Claim, LedgerError>>,
+    records: Batcher<Record, Result<bool, LedgerError>>,
     pub(crate) policy: LedgerPolicy,
     /// This process, as `claimed_by` names it.
     pub(crate) worker: Arc<str>,
@@ -142,7 +163,7 @@ impl Ledger {
     /// Claims the job, or says why not.
     pub(crate) async fn claim(&self, request: ClaimRequest) -> Result<Claim, LedgerError> {
         let (channel, job_id) = (request.channel, request.job_id.clone());
-        let claim = self.claims.call(request).await?;
+        let claim = self.claims.call(request).await.and_then(|c| c)?;
         if let Claim::Granted { claimed_at, .. } = &claim {
             let held = Held {
                 channel,
@@ -158,12 +179,8 @@ impl Ledger {
     /// when this returns `Ok`, the row is committed. `Ok(false)`: no row
     /// matched (dropped by retention, or the claim was taken over).
     pub(crate) async fn record(&self, record: Record) -> Result<bool, LedgerError> {
-        let key = Held {
-            channel: record.channel,
-            job_id: record.job_id.clone(),
-            claimed_at: record.claimed_at,
-        };
-        let written = self.records.call(record).await;
+        let key = Held::of(&record);
+        let written = self.records.call(record).await.and_then(|r| r);
         if written.is_ok() {
             self.lock_live().remove(&key);
         }
@@ -172,12 +189,8 @@ impl Ledger {
 
     /// Stops renewing a claim whose record could not be written (the
     /// job is going back to the broker): its lease lapses instead.
-    pub(crate) fn forget(&self, channel: crate::domain::Channel, job_id: &str, at: OffsetDateTime) {
-        self.lock_live().remove(&Held {
-            channel,
-            job_id: job_id.to_owned(),
-            claimed_at: at,
-        });
+    pub(crate) fn forget(&self, record: &Record) {
+        self.lock_live().remove(&Held::of(record));
     }
 
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<Held, tokio::time::Instant>> {

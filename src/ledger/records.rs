@@ -76,19 +76,44 @@ WHERE d.channel = i.channel AND d.job_id = i.job_id AND d.claimed_at = i.claimed
 RETURNING d.channel, d.job_id
 ";
 
-/// Writes `batch`; per record, whether a row took it.
+/// Writes `batch`; per record, whether a row took it, or why not. One
+/// record the table refuses does not hold up the others: they are then
+/// written one by one. A database that is away fails them all at once.
 pub(super) async fn record_many(
     pool: &PgPool,
     worker: &str,
     batch: Vec<Record>,
+) -> Result<Vec<Result<bool, LedgerError>>, LedgerError> {
+    match record_all(pool, worker, &batch).await {
+        Ok(written) => Ok(written.into_iter().map(Ok).collect()),
+        Err(e) if e.about_the_row && batch.len() > 1 => {
+            let mut each = Vec::with_capacity(batch.len());
+            for r in &batch {
+                each.push(
+                    record_all(pool, worker, std::slice::from_ref(r))
+                        .await
+                        .map(|w| w.first().copied().unwrap_or(false)),
+                );
+            }
+            Ok(each)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `batch` in one statement.
+async fn record_all(
+    pool: &PgPool,
+    worker: &str,
+    batch: &[Record],
 ) -> Result<Vec<bool>, LedgerError> {
-    let text = |f: &dyn Fn(&Record) -> String| -> Vec<String> { batch.iter().map(f).collect() };
+    let text = |f: &dyn Fn(&Record) -> &str| -> Vec<&str> { batch.iter().map(f).collect() };
     let int = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
     let written: Vec<(String, String)> = sqlx::query_as(RECORD)
-        .bind(text(&|r| r.channel.as_str().to_owned()))
-        .bind(text(&|r| r.job_id.clone()))
+        .bind(text(&|r| r.channel.as_str()))
+        .bind(text(&|r| &r.job_id))
         .bind(batch.iter().map(|r| r.claimed_at).collect::<Vec<_>>())
-        .bind(text(&|r| r.status.as_str().to_owned()))
+        .bind(text(&|r| r.status.as_str()))
         .bind(
             batch
                 .iter()
@@ -104,26 +129,23 @@ pub(super) async fn record_many(
         .bind(
             batch
                 .iter()
-                .map(|r| r.provider_message_id.clone())
+                .map(|r| r.provider_message_id.as_deref())
                 .collect::<Vec<_>>(),
         )
         .bind(
             batch
                 .iter()
-                .map(|r| r.error_code.clone())
+                .map(|r| r.error_code.as_deref())
                 .collect::<Vec<_>>(),
         )
         .bind(worker)
         .fetch_all(pool)
         .await
         .map_err(|e| LedgerError::sql("record", &e))?;
+    let written: std::collections::HashSet<(String, String)> = written.into_iter().collect();
     Ok(batch
         .iter()
-        .map(|r| {
-            written
-                .iter()
-                .any(|(c, j)| c == r.channel.as_str() && *j == r.job_id)
-        })
+        .map(|r| written.contains(&(r.channel.as_str().to_owned(), r.job_id.clone())))
         .collect())
 }
 

@@ -13,22 +13,23 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-/// What the ledger says of a job's row, for its settlement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ticket {
-    /// No ledger (`NOTIFY_LEDGER=off`), or no claim made.
-    None,
-    /// Claimed: the row's key.
-    Claimed(OffsetDateTime),
-    /// Sent without a claim (database away, `NOTIFY_LEDGER_UNAVAILABLE=send`):
-    /// recorded when the database is back.
-    Unrecorded(OffsetDateTime),
+/// A job's claim, carried to its settlement.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    pub(crate) request: ClaimRequest,
+    /// The row's `claimed_at` (its key with channel and job id); when the
+    /// claim could not be made, the time the job was taken.
+    pub(crate) at: OffsetDateTime,
+    /// False: sent without a claim (database away,
+    /// `NOTIFY_LEDGER_UNAVAILABLE=send`); recorded when the database is back.
+    pub(crate) recorded: bool,
 }
 
 /// How taking a job ended.
 #[derive(Debug)]
 pub(crate) enum Taken {
-    Send(Ticket),
+    /// `None` when there is no ledger.
+    Send(Option<Claimed>),
     /// Settled before: acked without a call.
     Duplicate(Status),
     /// Shutdown came while waiting: back to the queue.
@@ -36,7 +37,7 @@ pub(crate) enum Taken {
 }
 
 /// The claim of `job`.
-pub(crate) fn request(job: &Job, replay: bool) -> ClaimRequest {
+fn request(job: &Job, replay: bool) -> ClaimRequest {
     ClaimRequest {
         channel: job.channel(),
         job_id: job.id.as_str().to_owned(),
@@ -56,7 +57,7 @@ pub(crate) async fn take(
     shutdown: &CancellationToken,
 ) -> Taken {
     let Some(ledger) = ledger else {
-        return Taken::Send(Ticket::None);
+        return Taken::Send(None);
     };
     let channel = job.channel();
     let request = request(job, replay);
@@ -78,7 +79,11 @@ pub(crate) async fn take(
                     metrics.ledger_takeover(channel);
                     tracing::warn!(job_id = %job.id, %channel, previous = %previous, "took over a claim whose worker stopped renewing it; sending with the same Idempotency-Key");
                 }
-                return Taken::Send(Ticket::Claimed(claimed_at));
+                return Taken::Send(Some(Claimed {
+                    request,
+                    at: claimed_at,
+                    recorded: true,
+                }));
             }
             Ok(Claim::Settled(status)) => return Taken::Duplicate(status),
             Ok(Claim::Held { by, retry_in }) => {
@@ -91,10 +96,21 @@ pub(crate) async fn take(
             }
             Err(e) => {
                 metrics.ledger_error("claim");
+                if e.about_the_row {
+                    // The table will refuse this claim every time: holding
+                    // the job would hold it forever.
+                    metrics.ledger_unrecorded(channel);
+                    tracing::error!(job_id = %job.id, %channel, error = %e, "the ledger table refused the job's claim; sending it unrecorded");
+                    return Taken::Send(None);
+                }
                 if ledger.policy.unavailable == Unavailable::Send {
                     metrics.ledger_unrecorded(channel);
                     tracing::warn!(job_id = %job.id, %channel, error = %e, "ledger unavailable: sending unrecorded (NOTIFY_LEDGER_UNAVAILABLE=send)");
-                    return Taken::Send(Ticket::Unrecorded(OffsetDateTime::now_utc()));
+                    return Taken::Send(Some(Claimed {
+                        request,
+                        at: OffsetDateTime::now_utc(),
+                        recorded: false,
+                    }));
                 }
                 held_for_db.get_or_insert_with(|| metrics.hold_for_database());
                 failures += 1;

@@ -14,14 +14,14 @@ pub(crate) use retry::RetryPolicy;
 use crate::{
     deadletter::{DeadLetter, DeadLetterWriter, Parts},
     domain::{Channel, DecodeInput, ErrorCode, JobId, Provider, decode},
-    ledger::{Backlog, ClaimRequest, Ledger, Record, Status},
+    ledger::{Backlog, Ledger},
     ops::{
         metrics::Metrics,
         traces::{JobTrace, Received},
     },
     provider::{Gate, ProviderClient},
 };
-use claim::{Taken, Ticket};
+use claim::{Claimed, Taken};
 use deliver::{Failure, Sending, deliver};
 use lapin::{message::Delivery, types::AMQPValue};
 use settle::{Books, Settled, Settlement, settle};
@@ -62,9 +62,8 @@ struct Decision {
     settlement: Settlement,
     attempts: u32,
     status: Option<u16>,
-    /// The job's ledger claim, and what recording it needs.
-    ticket: Ticket,
-    claim: Option<ClaimRequest>,
+    /// The job's ledger claim, when it has one.
+    claimed: Option<Claimed>,
     provider_message_id: Option<String>,
 }
 
@@ -109,28 +108,18 @@ impl Pipeline {
             Settlement::DeadLetter(row) => Some(row.error_code.clone()),
             _ => None,
         };
-        let books = match (&self.ledger, decision.ticket) {
-            (Some(ledger), ticket) if ticket != Ticket::None => Some(Books {
+        let books = self
+            .ledger
+            .as_ref()
+            .zip(decision.claimed)
+            .map(|(ledger, claimed)| Books {
                 ledger,
                 backlog: self.backlog.as_ref(),
-                ticket,
-                request: decision.claim.clone(),
-                record: Record {
-                    channel,
-                    job_id: decision.job_id.as_str().to_owned(),
-                    claimed_at: match ticket {
-                        Ticket::Claimed(at) | Ticket::Unrecorded(at) => at,
-                        Ticket::None => time::OffsetDateTime::UNIX_EPOCH,
-                    },
-                    status: Status::Claimed,
-                    attempts: decision.attempts,
-                    http_status: decision.status,
-                    provider_message_id: decision.provider_message_id.clone(),
-                    error_code: None,
-                },
-            }),
-            _ => None,
-        };
+                claimed,
+                attempts: decision.attempts,
+                http_status: decision.status,
+                provider_message_id: decision.provider_message_id,
+            });
         let settled = settle(
             decision.settlement,
             slot,
@@ -193,7 +182,7 @@ impl Pipeline {
                     invalid.payload,
                     failure,
                 );
-                return Decision::unsent(invalid.job_id, Settlement::DeadLetter(row), Ticket::None);
+                return Decision::unsent(invalid.job_id, Settlement::DeadLetter(row), None);
             }
         };
         let replay = delivery
@@ -201,7 +190,7 @@ impl Pipeline {
             .headers()
             .as_ref()
             .is_some_and(|h| h.inner().contains_key(REPLAY_HEADER));
-        let ticket = match claim::take(
+        let claimed = match claim::take(
             self.ledger.as_ref(),
             &job,
             replay,
@@ -210,16 +199,14 @@ impl Pipeline {
         )
         .await
         {
-            Taken::Send(ticket) => ticket,
+            Taken::Send(claimed) => claimed,
             Taken::Duplicate(status) => {
                 tracing::info!(job_id = %job.id, %channel, ledger_status = status.as_str(), "already settled; acked without a provider call");
-                return Decision::unsent(job.id, Settlement::Duplicate, Ticket::None);
+                return Decision::unsent(job.id, Settlement::Duplicate, None);
             }
-            Taken::Abandoned => return Decision::unsent(job.id, Settlement::Requeue, Ticket::None),
+            Taken::Abandoned => return Decision::unsent(job.id, Settlement::Requeue, None),
         };
-        let claim =
-            (self.ledger.is_some() && ticket != Ticket::None).then(|| claim::request(&job, replay));
-        let unsent = |this: &Self, failure, job_id: JobId| {
+        let unsent = |this: &Self, failure, job_id: JobId, claimed| {
             let row = this.row(
                 channel,
                 delivery,
@@ -228,10 +215,7 @@ impl Pipeline {
                 reparse(delivery),
                 failure,
             );
-            Decision {
-                claim: claim.clone(),
-                ..Decision::unsent(job_id, Settlement::DeadLetter(row), ticket)
-            }
+            Decision::unsent(job_id, Settlement::DeadLetter(row), claimed)
         };
         if let Some(count) = delivery_count(delivery).filter(|c| *c > self.max_redeliveries) {
             // Something about this message kills or stalls workers: set it
@@ -242,10 +226,10 @@ impl Pipeline {
                 self.max_redeliveries
             );
             let failure = Failure::unsent(ErrorCode::RedeliveryLimit, reason);
-            return unsent(self, failure, job.id);
+            return unsent(self, failure, job.id, claimed);
         }
         if job.expired_at(time::OffsetDateTime::now_utc()) {
-            return unsent(self, Failure::expired(&job, 0, None), job.id);
+            return unsent(self, Failure::expired(&job, 0, None), job.id, claimed);
         }
         let sending = deliver(
             &job,
@@ -285,8 +269,7 @@ impl Pipeline {
             settlement,
             attempts,
             status,
-            ticket,
-            claim,
+            claimed,
             provider_message_id,
         }
     }
@@ -322,14 +305,13 @@ impl Pipeline {
 
 impl Decision {
     /// A job settled without a provider call.
-    fn unsent(job_id: JobId, settlement: Settlement, ticket: Ticket) -> Self {
+    fn unsent(job_id: JobId, settlement: Settlement, claimed: Option<Claimed>) -> Self {
         Self {
             job_id,
             settlement,
             attempts: 0,
             status: None,
-            ticket,
-            claim: None,
+            claimed,
             provider_message_id: None,
         }
     }

@@ -2,10 +2,11 @@
 //! it, or give it back to the broker. Nothing is acked before its outcome is
 //! settled.
 
-use super::{acks::Slot, claim::Ticket};
+use super::{acks::Slot, claim::Claimed};
 use crate::{
     deadletter::{DeadLetter, DeadLetterWriter, InsertError},
-    ledger::{Backlog, ClaimRequest, Late, Ledger, Record, Status, Unavailable},
+    domain::ErrorCode,
+    ledger::{Backlog, Late, Ledger, Record, Status, Unavailable},
     ops::metrics::{HeldWrite, Metrics, Outcome},
 };
 use backon::{ExponentialBuilder, Retryable};
@@ -23,16 +24,31 @@ pub(crate) enum Settlement {
     Duplicate,
 }
 
-/// The ledger row a settlement writes, when there is a ledger.
+/// What a settlement writes to the ledger, when the job has a claim.
 #[derive(Debug)]
 pub(crate) struct Books<'a> {
     pub(crate) ledger: &'a Ledger,
     pub(crate) backlog: Option<&'a Backlog>,
-    pub(crate) ticket: Ticket,
-    /// The claim, for a send made unrecorded.
-    pub(crate) request: Option<ClaimRequest>,
-    /// The outcome; its `status` and `claimed_at` are set here.
-    pub(crate) record: Record,
+    pub(crate) claimed: Claimed,
+    pub(crate) attempts: u32,
+    pub(crate) http_status: Option<u16>,
+    pub(crate) provider_message_id: Option<String>,
+}
+
+impl Books<'_> {
+    /// The job's row with `status` (and, for a failure, its code).
+    fn record(&self, status: Status, error_code: Option<&ErrorCode>) -> Record {
+        Record {
+            channel: self.claimed.request.channel,
+            job_id: self.claimed.request.job_id.clone(),
+            claimed_at: self.claimed.at,
+            status,
+            attempts: self.attempts,
+            http_status: self.http_status,
+            provider_message_id: self.provider_message_id.clone(),
+            error_code: error_code.map(|c| c.as_str().to_owned()),
+        }
+    }
 }
 
 /// What became of the delivery, for the outcome log line.
@@ -90,15 +106,15 @@ pub(crate) async fn settle(
     let row: Arc<DeadLetter> = match settlement {
         Settlement::Duplicate => return ack(slot, Settled::Duplicate).await,
         Settlement::Ack => {
-            if let Some(books) = books
-                && !book(books, Status::Sent, metrics, shutdown).await
+            if let Some(books) = &books
+                && !book(books, books.record(Status::Sent, None), metrics, shutdown).await
             {
                 return requeue(slot).await;
             }
             return ack(slot, Settled::Acked).await;
         }
         Settlement::Requeue => {
-            if let Some(books) = books {
+            if let Some(books) = &books {
                 release(books).await;
             }
             return requeue(slot).await;
@@ -119,103 +135,108 @@ pub(crate) async fn settle(
         Ok(new_row) => new_row,
         // Shutdown came while the row could not be written: give it back.
         Err(_) => {
-            if let Some(books) = books {
+            if let Some(books) = &books {
                 release(books).await;
             }
             return requeue(slot).await;
         }
     };
-    if let Some(mut books) = books {
-        let status = if row.error_code == crate::domain::ErrorCode::Expired {
+    if let Some(books) = &books {
+        let status = if row.error_code == ErrorCode::Expired {
             Status::Expired
         } else {
             Status::DeadLettered
         };
-        books.record.error_code = Some(row.error_code.as_str().to_owned());
-        if !book(books, status, metrics, shutdown).await {
+        let record = books.record(status, Some(&row.error_code));
+        if !book(books, record, metrics, shutdown).await {
             return requeue(slot).await;
         }
     }
     ack(slot, Settled::DeadLettered { new_row }).await
 }
 
-/// Writes the job's ledger row with `status`, trying again while the
-/// database fails and the worker runs. False: not written and shutdown
-/// came (the delivery goes back; its lease lapses). With
-/// `NOTIFY_LEDGER_UNAVAILABLE=send` a row that cannot be written now is
-/// kept for later instead, and the job is acked.
+/// Writes the job's ledger row, trying again while the database fails and
+/// the worker runs. False: not written and shutdown came (the delivery
+/// goes back; its lease lapses). With `NOTIFY_LEDGER_UNAVAILABLE=send` a
+/// row that cannot be written now is kept for later instead, and the job
+/// is acked. A row the table refuses for its content is not tried again:
+/// the outcome stands (the call was made, or the dead letter is
+/// committed), so the job is acked and the refusal logged and counted.
 async fn book(
-    mut books: Books<'_>,
-    status: Status,
+    books: &Books<'_>,
+    record: Record,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> bool {
-    books.record.status = status;
-    let claimed_at = match books.ticket {
-        Ticket::None => return true,
-        Ticket::Claimed(at) => at,
-        Ticket::Unrecorded(_) => {
-            later(&books);
-            return true;
-        }
-    };
-    books.record.claimed_at = claimed_at;
+    if !books.claimed.recorded {
+        later(books, record);
+        return true;
+    }
     let send_mode = books.ledger.policy.unavailable == Unavailable::Send;
     let mut held: Option<HeldWrite> = None;
-    let stop = shutdown.clone();
-    let written = (|| books.ledger.record(books.record.clone()))
+    let written = (|| books.ledger.record(record.clone()))
         .retry(insert_retries())
-        .sleep(move |wait| {
-            let stop = stop.clone();
-            async move {
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = stop.cancelled() => {}
-                }
-            }
-        })
-        .when(|_| !send_mode && !shutdown.is_cancelled())
+        .sleep(until_shutdown(shutdown))
+        .when(|e| !send_mode && !e.about_the_row && !shutdown.is_cancelled())
         .notify(|e, wait| {
             metrics.ledger_error("record");
             held.get_or_insert_with(|| metrics.hold_for_database());
-            tracing::error!(job_id = %books.record.job_id, channel = %books.record.channel, error = %e, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "ledger record failed; holding the job unacked");
+            tracing::error!(job_id = %record.job_id, channel = %record.channel, error = %e, retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "ledger record failed; holding the job unacked");
         })
         .await;
     match written {
         Ok(_) => true,
+        Err(e) if e.about_the_row => {
+            metrics.ledger_error("record");
+            books.ledger.forget(&record);
+            tracing::error!(job_id = %record.job_id, channel = %record.channel, status = record.status.as_str(), error = %e, "the ledger table refused the job's record; acking it with its row left claimed");
+            true
+        }
         Err(_) if send_mode => {
             metrics.ledger_error("record");
-            later(&books);
+            later(books, record);
             true
         }
         Err(_) => {
-            books
-                .ledger
-                .forget(books.record.channel, &books.record.job_id, claimed_at);
+            books.ledger.forget(&record);
             false
         }
     }
 }
 
 /// Keeps an outcome for the backlog to write when the database is back.
-fn later(books: &Books<'_>) {
-    if let (Some(backlog), Some(request)) = (books.backlog, &books.request) {
+fn later(books: &Books<'_>, record: Record) {
+    if let Some(backlog) = books.backlog {
         backlog.push(Late {
-            request: request.clone(),
-            record: books.record.clone(),
+            request: books.claimed.request.clone(),
+            record,
         });
     }
 }
 
 /// Gives the claim up (one try: should it fail, the lease lapses).
-async fn release(mut books: Books<'_>) {
-    if let Ticket::Claimed(at) = books.ticket {
-        books.record.status = Status::Claimed;
-        books.record.claimed_at = at;
-        let (channel, job) = (books.record.channel, books.record.job_id.clone());
-        if books.ledger.record(books.record).await.is_err() {
-            books.ledger.forget(channel, &job, at);
+async fn release(books: &Books<'_>) {
+    if books.claimed.recorded {
+        let record = books.record(Status::Claimed, None);
+        if books.ledger.record(record.clone()).await.is_err() {
+            books.ledger.forget(&record);
         }
+    }
+}
+
+/// backon's sleep between tries, cut short by shutdown.
+fn until_shutdown(
+    shutdown: &CancellationToken,
+) -> impl Fn(Duration) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + use<> {
+    let stop = shutdown.clone();
+    move |wait| {
+        let stop = stop.clone();
+        Box::pin(async move {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.cancelled() => {}
+            }
+        })
     }
 }
 
@@ -231,18 +252,9 @@ async fn write(
     held: &mut Option<HeldWrite>,
     shutdown: &CancellationToken,
 ) -> Result<bool, InsertError> {
-    let stop = shutdown.clone();
     (|| writer.write(Arc::clone(row)))
         .retry(insert_retries())
-        .sleep(move |wait| {
-            let stop = stop.clone();
-            async move {
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = stop.cancelled() => {}
-                }
-            }
-        })
+        .sleep(until_shutdown(shutdown))
         .when(|e| (always || !e.about_the_row) && !shutdown.is_cancelled())
         .notify(|e, wait| {
             metrics.dead_letter_write_failed();

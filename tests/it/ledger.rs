@@ -185,3 +185,58 @@ async fn with_the_ledger_off_no_row_is_written_and_jobs_still_flow() {
     worker.stop().await;
     env.cleanup().await;
 }
+
+/// An operator's constraint the worker cannot know of refuses a claim or
+/// a record for its content: the job is not held forever. A refused
+/// claim is sent unrecorded; a refused record still lets the sent job be
+/// acked; the jobs around them are claimed and recorded as usual.
+#[tokio::test]
+async fn rows_the_ledger_table_refuses_never_hold_a_job() {
+    let env = TestEnv::new().await;
+    let email = FakeProvider::accepting().await;
+    let sms = FakeProvider::start(|c| match c.to() {
+        "+919876500007" => Reply::status(200, r#"{"id":"refuse-me"}"#),
+        _ => Reply::ok(),
+    })
+    .await;
+    let worker = env.worker(&email, &sms, &[]).await;
+    for check in [
+        "ALTER TABLE deliveries ADD CONSTRAINT op_recipient CHECK (recipient <> '+919876500006')",
+        "ALTER TABLE deliveries ADD CONSTRAINT op_msgid CHECK (provider_message_id <> 'refuse-me')",
+    ] {
+        sqlx::query(check).execute(&env.db).await.unwrap();
+    }
+    env.publish("sms", &sms_job("refused-claim", "+919876500006"))
+        .await;
+    env.publish("sms", &sms_job("refused-record", "+919876500007"))
+        .await;
+    env.publish("sms", &sms_job("fine", "+919876500008")).await;
+    worker
+        .wait_metric(r#"notify_jobs_total{channel="sms",outcome="sent"}"#, 3.0)
+        .await;
+    eventually("queue drained", Duration::from_secs(10), || async {
+        (env.ready(&env.sms_queue).await == 0).then_some(())
+    })
+    .await;
+    for to in ["+919876500006", "+919876500007", "+919876500008"] {
+        assert_eq!(sms.calls_to(to).len(), 1, "{to}");
+    }
+    assert!(env.ledger("refused-claim").await.is_empty());
+    assert_eq!(env.ledger("refused-record").await[0].0, "claimed");
+    env.wait_ledger("fine", "sent").await;
+    assert!(
+        worker
+            .metric(r#"notify_ledger_errors_total{op="record"}"#)
+            .await
+            .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        worker
+            .metric(r#"notify_ledger_unrecorded_total{channel="sms"}"#)
+            .await,
+        Some(1.0)
+    );
+    worker.stop().await;
+    env.cleanup().await;
+}
