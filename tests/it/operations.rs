@@ -429,6 +429,30 @@ fn the_json_schemas_agree_with_the_worker_decoder() {
             Channel::Sms,
             serde_json::json!({"id": 12, "from": "B", "to": "+919876543210", "message": "m"}),
         ),
+        (
+            Channel::Sms,
+            serde_json::json!({"from": "B", "to": "+919876543210", "message": "m", "expires_at": "2026-12-03T10:15:00+05:30"}),
+        ),
+        (
+            Channel::Email,
+            serde_json::json!({"from": "a", "to": "r@x.io", "subject": "s", "html": "h", "expires_at": "2026-12-03T04:45:00.250Z"}),
+        ),
+        (
+            Channel::Sms,
+            serde_json::json!({"from": "B", "to": "+919876543210", "message": "m", "expires_at": null}),
+        ),
+        (
+            Channel::Sms,
+            serde_json::json!({"from": "B", "to": "+919876543210", "message": "m", "expires_at": "tomorrow"}),
+        ),
+        (
+            Channel::Sms,
+            serde_json::json!({"from": "B", "to": "+919876543210", "message": "m", "expires_at": "2026-12-03T10:15:00"}),
+        ),
+        (
+            Channel::Email,
+            serde_json::json!({"from": "a", "to": "r@x.io", "subject": "s", "html": "h", "expires_at": 1796273100}),
+        ),
     ];
     let mut valid = 0;
     for (channel, value) in cases {
@@ -452,7 +476,7 @@ fn the_json_schemas_agree_with_the_worker_decoder() {
         );
         valid += usize::from(by_decoder);
     }
-    assert_eq!(valid, 6, "the valid examples are valid");
+    assert_eq!(valid, 9, "the valid examples are valid");
 }
 
 #[tokio::test]
