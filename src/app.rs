@@ -98,7 +98,7 @@ impl Worker {
         let topology = &config.session.topology;
         let ledger = match config.ledger {
             Some(policy) => {
-                let pool = store.pool().clone();
+                let pool = store.sibling(ledger::CONNECTIONS, ledger::SESSION);
                 // Partitions for today and ahead; should this fail, the
                 // hourly upkeep tries again (the migration made some).
                 if let Err(e) = ledger::maintain(&pool, policy.retention_days).await {

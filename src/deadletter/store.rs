@@ -65,6 +65,23 @@ pub(crate) fn about_the_row(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A pool's settings: a bounded wait for a connection, and TCP_NODELAY on
+/// every connection (sqlx 0.9 leaves it off: see `nodelay.rs`).
+fn pool_options(options: &PgConnectOptions, max: u32) -> PgPoolOptions {
+    let port = options.get_socket().is_none().then(|| options.get_port());
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(move |_, _| {
+            Box::pin(async move {
+                if let Some(port) = port {
+                    super::nodelay::set_on_sockets_to(port);
+                }
+                Ok(())
+            })
+        })
+}
+
 /// Where dead letters go.
 #[derive(Debug, Clone)]
 pub(crate) struct DeadLetterStore {
@@ -89,22 +106,21 @@ impl DeadLetterStore {
             let ms = limit.as_millis().to_string();
             options = options.options([("statement_timeout", ms.as_str())]);
         }
-        let port = options.get_socket().is_none().then(|| options.get_port());
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |_, _| {
-                Box::pin(async move {
-                    if let Some(port) = port {
-                        super::nodelay::set_on_sockets_to(port);
-                    }
-                    Ok(())
-                })
-            })
+        let pool = pool_options(&options, 8)
             .connect_with(options)
             .await
             .map_err(fail)?;
         Ok(Self { pool })
+    }
+
+    /// A second pool of at most `max` connections to the same database,
+    /// with the same statement timeout and these session `settings`. It
+    /// connects on first use.
+    pub(crate) fn sibling(&self, max: u32, settings: &[(&str, &str)]) -> PgPool {
+        let options = (*self.pool.connect_options())
+            .clone()
+            .options(settings.iter().copied());
+        pool_options(&options, max).connect_lazy_with(options)
     }
 
     pub(crate) fn pool(&self) -> &PgPool {

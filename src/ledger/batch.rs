@@ -5,9 +5,9 @@
 //! the wait, and nothing lingers.
 
 use super::LedgerError;
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 use tokio::{
-    sync::{mpsc, oneshot},
+    sync::{Semaphore, mpsc, oneshot},
     time::Instant,
 };
 
@@ -29,19 +29,29 @@ impl<Q, A> Clone for Batcher<Q, A> {
 
 impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
     /// Starts the task; `run` gets up to `max` requests and returns one
-    /// answer per request, in order, or one error for them all. The task
-    /// ends when every handle is dropped.
-    pub(super) fn spawn<F, Fut>(max: usize, linger: Duration, mut run: F) -> Self
+    /// answer per request, in order, or one error for them all. At most
+    /// `parallel` statements run at once: while they all do, the next
+    /// batch gathers, so batches grow with the load. The task ends when
+    /// every handle is dropped.
+    pub(super) fn spawn<F, Fut>(max: usize, linger: Duration, parallel: usize, run: F) -> Self
     where
-        F: FnMut(Vec<Q>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Vec<A>, LedgerError>> + Send,
+        F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<A>, LedgerError>> + Send + 'static,
     {
         let (tx, mut rx) = mpsc::channel::<(Q, Instant, Answer<A>)>(4 * max);
+        let run = Arc::new(run);
+        let slots = Arc::new(Semaphore::new(parallel.max(1)));
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max);
-            while rx.recv_many(&mut batch, max).await > 0 {
+            loop {
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                    return;
+                };
+                if rx.recv_many(&mut batch, max).await == 0 {
+                    return;
+                }
                 // The oldest request sets the deadline: under load it has
-                // already waited out the statement before.
+                // already waited out the statements before.
                 let deadline = batch.iter().map(|(_, at, _)| *at).min();
                 if let Some(deadline) = deadline.map(|at| at + linger) {
                     while batch.len() < max {
@@ -56,28 +66,11 @@ impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
                 }
                 let (requests, answers): (Vec<Q>, Vec<Answer<A>>) =
                     batch.drain(..).map(|(q, _, a)| (q, a)).unzip();
-                let n = requests.len();
-                match run(requests).await {
-                    Ok(results) if results.len() == n => {
-                        for (answer, result) in answers.into_iter().zip(results) {
-                            let _ = answer.send(Ok(result));
-                        }
-                    }
-                    Ok(results) => {
-                        let e = LedgerError::new(format!(
-                            "ledger batch answered {} of {n} requests",
-                            results.len()
-                        ));
-                        for answer in answers {
-                            let _ = answer.send(Err(e.clone()));
-                        }
-                    }
-                    Err(e) => {
-                        for answer in answers {
-                            let _ = answer.send(Err(e.clone()));
-                        }
-                    }
-                }
+                let run = Arc::clone(&run);
+                tokio::spawn(async move {
+                    answer(answers, run(requests).await);
+                    drop(slot);
+                });
             }
         });
         Self { tx }
@@ -99,6 +92,32 @@ impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
     }
 }
 
+/// Sends each caller its result: one per request, or the batch's error.
+fn answer<A>(answers: Vec<Answer<A>>, results: Result<Vec<A>, LedgerError>) {
+    let n = answers.len();
+    match results {
+        Ok(results) if results.len() == n => {
+            for (answer, result) in answers.into_iter().zip(results) {
+                let _ = answer.send(Ok(result));
+            }
+        }
+        Ok(results) => {
+            let e = LedgerError::new(format!(
+                "ledger batch answered {} of {n} requests",
+                results.len()
+            ));
+            for answer in answers {
+                let _ = answer.send(Err(e.clone()));
+            }
+        }
+        Err(e) => {
+            for answer in answers {
+                let _ = answer.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,7 +127,7 @@ mod tests {
     async fn requests_share_statements_and_each_gets_its_own_answer() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&sizes);
-        let b = Batcher::spawn(10, Duration::from_millis(20), move |qs: Vec<u32>| {
+        let b = Batcher::spawn(10, Duration::from_millis(20), 1, move |qs: Vec<u32>| {
             seen.lock().unwrap().push(qs.len());
             async move { Ok(qs.into_iter().map(|q| q * 2).collect()) }
         });
@@ -129,7 +148,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_reaches_every_caller_of_the_batch() {
-        let b: Batcher<u32, u32> = Batcher::spawn(10, Duration::from_millis(5), |_| async {
+        let b: Batcher<u32, u32> = Batcher::spawn(10, Duration::from_millis(5), 2, |_| async {
             Err(LedgerError::new("database away".into()))
         });
         let e = b.call(1).await.unwrap_err();

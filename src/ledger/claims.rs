@@ -56,6 +56,10 @@ fn lock_key(channel: Channel, job_id: &str) -> i64 {
 /// How long a second delivery of a job claimed twice in one batch waits.
 const SAME_BATCH_RETRY: Duration = Duration::from_millis(200);
 
+/// One row per job from one look-up (`found`), the takeovers and inserts
+/// driven from it, and no join between the parts: the answers are put
+/// together by job in Rust. (The ledger's connections plan no hash joins,
+/// so a join here would be a nested loop over the batch, O(batch²).)
 const CLAIM: &str = r"
 WITH input AS (
     SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -63,51 +67,53 @@ WITH input AS (
         AS i(n, channel, job_id, provider, recipient, not_before, replay, expires_at)
 ),
 found AS (
-    SELECT i.n, d.claimed_at, d.status, d.claimed_by, d.lease_until
+    SELECT i.*, d.claimed_at AS at, d.status, d.claimed_by AS holder, d.lease_until
     FROM input i
-    CROSS JOIN LATERAL (
+    LEFT JOIN LATERAL (
         SELECT claimed_at, status, claimed_by, lease_until FROM deliveries d
         WHERE d.channel = i.channel AND d.job_id = i.job_id AND d.claimed_at >= i.not_before
         ORDER BY d.claimed_at DESC LIMIT 1
-    ) d
+    ) d ON true
 ),
 taken AS (
     UPDATE deliveries d
     SET status = 'claimed', claimed_by = $9, lease_until = now() + $10 * interval '1 millisecond',
         settled_at = NULL, error_code = NULL
-    FROM found f JOIN input i USING (n)
-    WHERE d.channel = i.channel AND d.job_id = i.job_id AND d.claimed_at = f.claimed_at
+    FROM found f
+    WHERE f.at IS NOT NULL
+      AND d.channel = f.channel AND d.job_id = f.job_id AND d.claimed_at = f.at
       AND ((d.status = 'claimed' AND (d.lease_until IS NULL OR d.lease_until <= now()))
-           OR (i.replay AND d.status IN ('dead_lettered', 'expired')))
-    RETURNING i.n
+           OR (f.replay AND d.status IN ('dead_lettered', 'expired')))
+    RETURNING f.n
 ),
 inserted AS (
-    INSERT INTO deliveries (job_id, channel, provider, status, recipient, claimed_by, lease_until, expires_at)
-    SELECT i.job_id, i.channel, i.provider, 'claimed', i.recipient, $9,
-           now() + $10 * interval '1 millisecond', i.expires_at
-    FROM input i WHERE NOT EXISTS (SELECT 1 FROM found f WHERE f.n = i.n)
+    -- clock_timestamp(): each row its own claim time, so a look-up by
+    -- claimed_at finds one row, not the whole batch.
+    INSERT INTO deliveries (job_id, channel, provider, status, recipient, claimed_by, lease_until,
+                            expires_at, claimed_at)
+    SELECT f.job_id, f.channel, f.provider, 'claimed', f.recipient, $9,
+           now() + $10 * interval '1 millisecond', f.expires_at, clock_timestamp()
+    FROM found f WHERE f.at IS NULL
     RETURNING channel, job_id, claimed_at
 )
-SELECT i.n,
-       CASE WHEN ins.claimed_at IS NOT NULL THEN 'new'
-            WHEN t.n IS NOT NULL THEN 'taken'
-            WHEN f.status = 'claimed' THEN 'held'
-            ELSE f.status END AS verdict,
-       coalesce(ins.claimed_at, f.claimed_at) AS claimed_at,
-       f.claimed_by,
-       greatest(extract(epoch FROM f.lease_until - now()), 0)::float8 AS lease_left
-FROM input i
-LEFT JOIN found f USING (n)
-LEFT JOIN taken t USING (n)
-LEFT JOIN inserted ins ON ins.channel = i.channel AND ins.job_id = i.job_id
+SELECT 'found' AS kind, n, status, at, holder,
+       greatest(extract(epoch FROM lease_until - now()), 0)::float8 AS lease_left,
+       NULL::text AS channel, NULL::text AS job_id
+FROM found WHERE at IS NOT NULL
+UNION ALL SELECT 'taken', n, NULL, NULL, NULL, NULL, NULL, NULL FROM taken
+UNION ALL SELECT 'new', NULL, NULL, claimed_at, NULL, NULL, channel, job_id FROM inserted
 ";
 
+/// kind, n, status, claimed_at, claimed_by, lease left (s), channel, job_id.
 type Row = (
-    i32,
     String,
+    Option<i32>,
+    Option<String>,
     Option<OffsetDateTime>,
     Option<String>,
     Option<f64>,
+    Option<String>,
+    Option<String>,
 );
 
 /// Claims `batch` for `worker` with a lease of `lease`: one answer per
@@ -205,29 +211,56 @@ async fn claim_all(
         .map_err(fail)?;
     tx.commit().await.map_err(fail)?;
 
-    for (n, verdict, claimed_at, by, lease_left) in rows {
-        let Some(slot) = usize::try_from(n).ok().and_then(|n| answers.get_mut(n)) else {
-            continue;
-        };
-        *slot = Some(match (verdict.as_str(), claimed_at) {
-            ("new", Some(at)) => Claim::Granted {
+    let mut found = HashMap::new();
+    let mut taken = std::collections::HashSet::new();
+    let mut new = HashMap::new();
+    for (kind, n, status, at, holder, lease_left, channel, job_id) in rows {
+        match (kind.as_str(), n, channel, job_id) {
+            ("found", Some(n), ..) => {
+                found.insert(n, (status, at, holder, lease_left));
+            }
+            ("taken", Some(n), ..) => {
+                taken.insert(n);
+            }
+            ("new", _, Some(channel), Some(job_id)) => {
+                new.insert((channel, job_id), at);
+            }
+            _ => return Err(LedgerError::new(format!("ledger claim: row {kind}"))),
+        }
+    }
+    for (&i, &n) in asked.iter().zip(&ns) {
+        let r = &batch[i];
+        let key = (r.channel.as_str().to_owned(), r.job_id.clone());
+        answers[i] = Some(if let Some(at) = new.remove(&key).flatten() {
+            Claim::Granted {
                 claimed_at: at,
                 taken_over: None,
-            },
-            ("taken", Some(at)) => Claim::Granted {
-                claimed_at: at,
-                // None when the claim was given up rather than lapsed.
-                taken_over: by,
-            },
-            ("held", _) => Claim::Held {
-                by: by.unwrap_or_default(),
-                // Ask again within a second: the holder may settle sooner.
-                retry_in: Duration::from_secs_f64(lease_left.unwrap_or(1.0).clamp(0.05, 1.0)),
-            },
-            (other, _) => match Status::parse(other) {
-                Some(status) => Claim::Settled(status),
-                None => return Err(LedgerError::new(format!("ledger claim: verdict {other}"))),
-            },
+            }
+        } else {
+            let Some((status, at, holder, lease_left)) = found.remove(&n) else {
+                return Err(LedgerError::new(format!(
+                    "ledger claim: job {} neither found nor inserted",
+                    r.job_id
+                )));
+            };
+            match (status.as_deref(), at) {
+                (_, Some(at)) if taken.contains(&n) => Claim::Granted {
+                    claimed_at: at,
+                    // None when the claim was given up rather than lapsed.
+                    taken_over: holder,
+                },
+                (Some("claimed"), _) => Claim::Held {
+                    by: holder.unwrap_or_default(),
+                    // Ask again within a second: the holder may settle sooner.
+                    retry_in: Duration::from_secs_f64(lease_left.unwrap_or(1.0).clamp(0.05, 1.0)),
+                },
+                (other, _) => match other.and_then(Status::parse) {
+                    Some(status) => Claim::Settled(status),
+                    None => {
+                        return Err(LedgerError::new(format!("ledger claim: status {other:?}")));
+                    }
+                },
+            }
         });
     }
     answers
