@@ -67,7 +67,10 @@ WITH input AS (
         AS i(n, channel, job_id, provider, recipient, not_before, replay, expires_at)
 ),
 found AS (
-    SELECT i.*, d.claimed_at AS at, d.status, d.claimed_by AS holder, d.lease_until
+    -- clock_timestamp(): a new row's claim time, its own, so a look-up by
+    -- claimed_at finds one row, not the whole batch.
+    SELECT i.*, d.claimed_at AS at, d.status, d.claimed_by AS holder, d.lease_until,
+           clock_timestamp() AS new_at
     FROM input i
     LEFT JOIN LATERAL (
         SELECT claimed_at, status, claimed_by, lease_until FROM deliveries d
@@ -87,33 +90,31 @@ taken AS (
     RETURNING f.n
 ),
 inserted AS (
-    -- clock_timestamp(): each row its own claim time, so a look-up by
-    -- claimed_at finds one row, not the whole batch.
+    -- Runs whether or not it is read; the statement fails if any row does.
     INSERT INTO deliveries (job_id, channel, provider, status, recipient, claimed_by, lease_until,
                             expires_at, claimed_at)
     SELECT f.job_id, f.channel, f.provider, 'claimed', f.recipient, $9,
-           now() + $10 * interval '1 millisecond', f.expires_at, clock_timestamp()
+           now() + $10 * interval '1 millisecond', f.expires_at, f.new_at
     FROM found f WHERE f.at IS NULL
-    RETURNING channel, job_id, claimed_at
 )
-SELECT 'found' AS kind, n, status, at, holder,
-       greatest(extract(epoch FROM lease_until - now()), 0)::float8 AS lease_left,
-       NULL::text AS channel, NULL::text AS job_id
-FROM found WHERE at IS NOT NULL
-UNION ALL SELECT 'taken', n, NULL, NULL, NULL, NULL, NULL, NULL FROM taken
-UNION ALL SELECT 'new', NULL, NULL, claimed_at, NULL, NULL, channel, job_id FROM inserted
+-- taken: true when the found row was taken over; a job found nowhere was
+-- inserted with claimed_at = new_at.
+SELECT f.n, f.at IS NULL AS inserted, coalesce(f.at, f.new_at) AS at, f.status, f.holder,
+       greatest(extract(epoch FROM f.lease_until - now()), 0)::float8 AS lease_left,
+       false AS taken
+FROM found f
+UNION ALL SELECT n, false, NULL, NULL, NULL, NULL, true FROM taken
 ";
 
-/// kind, n, status, claimed_at, claimed_by, lease left (s), channel, job_id.
+/// n, inserted, claimed_at, status, claimed_by, lease left (s), taken.
 type Row = (
-    String,
-    Option<i32>,
-    Option<String>,
+    i32,
+    bool,
     Option<OffsetDateTime>,
     Option<String>,
+    Option<String>,
     Option<f64>,
-    Option<String>,
-    Option<String>,
+    bool,
 );
 
 /// Claims `batch` for `worker` with a lease of `lease`: one answer per
@@ -213,54 +214,41 @@ async fn claim_all(
 
     let mut found = HashMap::new();
     let mut taken = std::collections::HashSet::new();
-    let mut new = HashMap::new();
-    for (kind, n, status, at, holder, lease_left, channel, job_id) in rows {
-        match (kind.as_str(), n, channel, job_id) {
-            ("found", Some(n), ..) => {
-                found.insert(n, (status, at, holder, lease_left));
-            }
-            ("taken", Some(n), ..) => {
-                taken.insert(n);
-            }
-            ("new", _, Some(channel), Some(job_id)) => {
-                new.insert((channel, job_id), at);
-            }
-            _ => return Err(LedgerError::new(format!("ledger claim: row {kind}"))),
+    for (n, inserted, at, status, holder, lease_left, was_taken) in rows {
+        if was_taken {
+            taken.insert(n);
+        } else {
+            found.insert(n, (inserted, at, status, holder, lease_left));
         }
     }
-    for (&i, &n) in asked.iter().zip(&ns) {
-        let r = &batch[i];
-        let key = (r.channel.as_str().to_owned(), r.job_id.clone());
-        answers[i] = Some(if let Some(at) = new.remove(&key).flatten() {
-            Claim::Granted {
+    for (&i, n) in asked.iter().zip(&ns) {
+        let Some((inserted, at, status, holder, lease_left)) = found.remove(n) else {
+            let job = &batch[i].job_id;
+            return Err(LedgerError::new(format!(
+                "ledger claim: no answer for job {job}"
+            )));
+        };
+        answers[i] = Some(match (inserted, at, status.as_deref()) {
+            (true, Some(at), _) => Claim::Granted {
                 claimed_at: at,
                 taken_over: None,
-            }
-        } else {
-            let Some((status, at, holder, lease_left)) = found.remove(&n) else {
-                return Err(LedgerError::new(format!(
-                    "ledger claim: job {} neither found nor inserted",
-                    r.job_id
-                )));
-            };
-            match (status.as_deref(), at) {
-                (_, Some(at)) if taken.contains(&n) => Claim::Granted {
-                    claimed_at: at,
-                    // None when the claim was given up rather than lapsed.
-                    taken_over: holder,
-                },
-                (Some("claimed"), _) => Claim::Held {
-                    by: holder.unwrap_or_default(),
-                    // Ask again within a second: the holder may settle sooner.
-                    retry_in: Duration::from_secs_f64(lease_left.unwrap_or(1.0).clamp(0.05, 1.0)),
-                },
-                (other, _) => match other.and_then(Status::parse) {
-                    Some(status) => Claim::Settled(status),
-                    None => {
-                        return Err(LedgerError::new(format!("ledger claim: status {other:?}")));
-                    }
-                },
-            }
+            },
+            (false, Some(at), _) if taken.contains(n) => Claim::Granted {
+                claimed_at: at,
+                // None when the claim was given up rather than lapsed.
+                taken_over: holder,
+            },
+            (_, _, Some("claimed")) => Claim::Held {
+                by: holder.unwrap_or_default(),
+                // Ask again within a second: the holder may settle sooner.
+                retry_in: Duration::from_secs_f64(lease_left.unwrap_or(1.0).clamp(0.05, 1.0)),
+            },
+            (_, _, other) => match other.and_then(Status::parse) {
+                Some(status) => Claim::Settled(status),
+                None => {
+                    return Err(LedgerError::new(format!("ledger claim: status {other:?}")));
+                }
+            },
         });
     }
     answers

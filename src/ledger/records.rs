@@ -57,7 +57,8 @@ const RECORD: &str = r"
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::int4[],
                          $6::int4[], $7::text[], $8::text[])
-        AS i(channel, job_id, claimed_at, status, attempts, http_status, provider_message_id, error_code)
+        WITH ORDINALITY
+        AS i(channel, job_id, claimed_at, status, attempts, http_status, provider_message_id, error_code, n)
 )
 UPDATE deliveries d
 SET status = i.status,
@@ -73,7 +74,7 @@ WHERE d.channel = i.channel AND d.job_id = i.job_id AND d.claimed_at = i.claimed
   -- Giving a claim up touches only a claim still ours; an outcome is
   -- written whoever holds the row now (the call was made).
   AND (i.status <> 'claimed' OR (d.status = 'claimed' AND d.claimed_by = $9))
-RETURNING d.channel, d.job_id
+RETURNING i.n
 ";
 
 /// Writes `batch`; per record, whether a row took it, or why not. One
@@ -109,7 +110,7 @@ async fn record_all(
 ) -> Result<Vec<bool>, LedgerError> {
     let text = |f: &dyn Fn(&Record) -> &str| -> Vec<&str> { batch.iter().map(f).collect() };
     let int = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
-    let written: Vec<(String, String)> = sqlx::query_as(RECORD)
+    let written: Vec<(i64,)> = sqlx::query_as(RECORD)
         .bind(text(&|r| r.channel.as_str()))
         .bind(text(&|r| &r.job_id))
         .bind(batch.iter().map(|r| r.claimed_at).collect::<Vec<_>>())
@@ -142,11 +143,14 @@ async fn record_all(
         .fetch_all(pool)
         .await
         .map_err(|e| LedgerError::sql("record", &e))?;
-    let written: std::collections::HashSet<(String, String)> = written.into_iter().collect();
-    Ok(batch
-        .iter()
-        .map(|r| written.contains(&(r.channel.as_str().to_owned(), r.job_id.clone())))
-        .collect())
+    // ORDINALITY counts from 1.
+    let mut matched = vec![false; batch.len()];
+    for (n,) in written {
+        if let Some(m) = usize::try_from(n - 1).ok().and_then(|i| matched.get_mut(i)) {
+            *m = true;
+        }
+    }
+    Ok(matched)
 }
 
 /// Extends the lease of `claims`, those still this worker's.
