@@ -63,14 +63,11 @@ const SAME_BATCH_RETRY: Duration = Duration::from_millis(200);
 const CLAIM: &str = r"
 WITH input AS (
     SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::timestamptz[], $7::bool[], $8::timestamptz[])
-        AS i(n, channel, job_id, provider, recipient, not_before, replay, expires_at)
+                         $6::timestamptz[], $7::bool[], $8::timestamptz[], $11::timestamptz[])
+        AS i(n, channel, job_id, provider, recipient, not_before, replay, expires_at, new_at)
 ),
 found AS (
-    -- clock_timestamp(): a new row's claim time, its own, so a look-up by
-    -- claimed_at finds one row, not the whole batch.
-    SELECT i.*, d.claimed_at AS at, d.status, d.claimed_by AS holder, d.lease_until,
-           clock_timestamp() AS new_at
+    SELECT i.*, d.claimed_at AS at, d.status, d.claimed_by AS holder, d.lease_until
     FROM input i
     LEFT JOIN LATERAL (
         SELECT claimed_at, status, claimed_by, lease_until FROM deliveries d
@@ -97,19 +94,19 @@ inserted AS (
            now() + $10 * interval '1 millisecond', f.expires_at, f.new_at
     FROM found f WHERE f.at IS NULL
 )
--- taken: true when the found row was taken over; a job found nowhere was
--- inserted with claimed_at = new_at.
-SELECT f.n, f.at IS NULL AS inserted, coalesce(f.at, f.new_at) AS at, f.status, f.holder,
+-- Only jobs that had a row come back (rare): a job not answered for was
+-- inserted with the claim time the worker gave (new_at). taken: the found
+-- row was taken over.
+SELECT f.n, f.at, f.status, f.holder,
        greatest(extract(epoch FROM f.lease_until - now()), 0)::float8 AS lease_left,
        false AS taken
-FROM found f
-UNION ALL SELECT n, false, NULL, NULL, NULL, NULL, true FROM taken
+FROM found f WHERE f.at IS NOT NULL
+UNION ALL SELECT n, NULL, NULL, NULL, NULL, true FROM taken
 ";
 
-/// n, inserted, claimed_at, status, claimed_by, lease left (s), taken.
+/// n, claimed_at, status, claimed_by, lease left (s), taken.
 type Row = (
     i32,
-    bool,
     Option<OffsetDateTime>,
     Option<String>,
     Option<String>,
@@ -182,6 +179,17 @@ async fn claim_all(
     let replay: Vec<bool> = asked.iter().map(|&n| batch[n].replay).collect();
     let expires: Vec<Option<OffsetDateTime>> = asked.iter().map(|&n| batch[n].expires_at).collect();
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    // A new row's claim time: the worker's clock (it only places the row in
+    // its day and orders a job's rows; leases are timed by the database's),
+    // one apart per row, so a look-up by claimed_at finds one row.
+    // Whole microseconds, as PostgreSQL keeps them.
+    let now = OffsetDateTime::now_utc();
+    let now = now
+        .replace_nanosecond(now.nanosecond() / 1000 * 1000)
+        .unwrap_or(now);
+    let new_at: Vec<OffsetDateTime> = (0..asked.len())
+        .map(|k| now + time::Duration::microseconds(i64::try_from(k).unwrap_or(0)))
+        .collect();
 
     let fail = |e: sqlx::Error| LedgerError::sql("claim", &e);
     let mut tx = pool.begin().await.map_err(fail)?;
@@ -207,6 +215,7 @@ async fn claim_all(
         .bind(&expires)
         .bind(worker)
         .bind(lease_ms)
+        .bind(&new_at)
         .fetch_all(&mut *tx)
         .await
         .map_err(fail)?;
@@ -214,36 +223,33 @@ async fn claim_all(
 
     let mut found = HashMap::new();
     let mut taken = std::collections::HashSet::new();
-    for (n, inserted, at, status, holder, lease_left, was_taken) in rows {
+    for (n, at, status, holder, lease_left, was_taken) in rows {
         if was_taken {
             taken.insert(n);
         } else {
-            found.insert(n, (inserted, at, status, holder, lease_left));
+            found.insert(n, (at, status, holder, lease_left));
         }
     }
-    for (&i, n) in asked.iter().zip(&ns) {
-        let Some((inserted, at, status, holder, lease_left)) = found.remove(n) else {
-            let job = &batch[i].job_id;
-            return Err(LedgerError::new(format!(
-                "ledger claim: no answer for job {job}"
-            )));
-        };
-        answers[i] = Some(match (inserted, at, status.as_deref()) {
-            (true, Some(at), _) => Claim::Granted {
-                claimed_at: at,
+    for ((&i, n), &new_at) in asked.iter().zip(&ns).zip(&new_at) {
+        let Some((at, status, holder, lease_left)) = found.remove(n) else {
+            answers[i] = Some(Claim::Granted {
+                claimed_at: new_at,
                 taken_over: None,
-            },
-            (false, Some(at), _) if taken.contains(n) => Claim::Granted {
+            });
+            continue;
+        };
+        answers[i] = Some(match (at, status.as_deref()) {
+            (Some(at), _) if taken.contains(n) => Claim::Granted {
                 claimed_at: at,
                 // None when the claim was given up rather than lapsed.
                 taken_over: holder,
             },
-            (_, _, Some("claimed")) => Claim::Held {
+            (_, Some("claimed")) => Claim::Held {
                 by: holder.unwrap_or_default(),
                 // Ask again within a second: the holder may settle sooner.
                 retry_in: Duration::from_secs_f64(lease_left.unwrap_or(1.0).clamp(0.05, 1.0)),
             },
-            (_, _, other) => match other.and_then(Status::parse) {
+            (_, other) => match other.and_then(Status::parse) {
                 Some(status) => Claim::Settled(status),
                 None => {
                     return Err(LedgerError::new(format!("ledger claim: status {other:?}")));
