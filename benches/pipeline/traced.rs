@@ -48,11 +48,13 @@ async fn sink() -> (String, Arc<AtomicUsize>) {
     (url, exports)
 }
 
-/// `n` email jobs, each with a `traceparent` of its own.
-async fn publish(env: &Env, n: usize) {
+/// `n` email jobs, each with a `traceparent` of its own, their ids tagged
+/// `run`: both runs share a database, whose ledger would take a second job
+/// of the same id for one already sent.
+async fn publish(env: &Env, n: usize, run: &str) {
     env.publish_each("email", n, |i| {
         let body = format!(
-            r#"{{"id":"k{i:08}","from":"hello@yourdomain.com","to":"r{i}@example.com","subject":"Hello","html":"<p>Your message here</p>"}}"#
+            r#"{{"id":"k{run}{i:08}","from":"hello@yourdomain.com","to":"r{i}@example.com","subject":"Hello","html":"<p>Your message here</p>"}}"#
         );
         let mut headers = FieldTable::default();
         headers.insert(
@@ -71,7 +73,7 @@ async fn publish(env: &Env, n: usize) {
 pub(crate) async fn run(env: &Env, n: usize, exported: bool) -> Traced {
     let (url, fake) = fake(StatusCode::OK, Duration::ZERO).await;
     let (otlp, exports) = sink().await;
-    publish(env, n).await;
+    publish(env, n, if exported { "on" } else { "off" }).await;
     let envs: Vec<(&str, &str)> = if exported {
         vec![("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str())]
     } else {
