@@ -4,6 +4,7 @@
 use crate::{
     WorkerConfig,
     broker::{BrokerHealth, Session, SessionError, SessionPlan},
+    console,
     deadletter::{DeadLetterStore, DeadLetterWriter, StoreError},
     domain::{Channel, Provider, redact_url},
     ledger::{self, Backlog, Ledger, Unavailable},
@@ -131,6 +132,17 @@ impl Worker {
         let health = Arc::new(BrokerHealth::new(config.consumers_per_queue));
         let session = Session::open(&config.session, &pipeline, &tracker, &health).await?;
 
+        let console = config.console.map(|console| {
+            let gates = Channel::ALL.map(|c| Arc::clone(&pipeline.route(c).gate));
+            tracing::info!("console on at /console, API at /api/v1/");
+            console::router(
+                console,
+                store.pool().clone(),
+                gates.to_vec(),
+                Arc::clone(&metrics),
+                shutdown.clone(),
+            )
+        });
         let ready = Arc::new(Ready {
             health: Arc::clone(&health),
             store,
@@ -139,6 +151,7 @@ impl Worker {
             config.admin_addr,
             ready,
             Arc::clone(&metrics),
+            console,
             shutdown.clone(),
         )
         .await;

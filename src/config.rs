@@ -4,6 +4,7 @@
 
 use crate::{
     broker::SessionPlan,
+    console::ConsoleConfig,
     domain::KeyError,
     ledger::LedgerPolicy,
     pipeline::RetryPolicy,
@@ -49,4 +50,6 @@ pub struct WorkerConfig {
     pub(crate) max_body_bytes: usize,
     /// The delivery ledger's policy; `None` when it is off.
     pub(crate) ledger: Option<LedgerPolicy>,
+    /// The operator console and API; `None` when no token is set.
+    pub(crate) console: Option<ConsoleConfig>,
 }

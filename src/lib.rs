@@ -15,6 +15,7 @@ mod app;
 mod broker;
 pub mod cli;
 mod config;
+mod console;
 mod deadletter;
 mod domain;
 mod ledger;

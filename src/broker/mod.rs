@@ -8,6 +8,7 @@ mod publisher;
 mod session;
 mod topology;
 
+pub(crate) use publisher::DEFAULT_CONFIRM_TIMEOUT;
 pub use publisher::{NewEmail, NewJob, NewSms, PublishError, Publisher};
 pub(crate) use session::{BrokerHealth, Session, SessionError, SessionPlan};
 pub use topology::{BrokerError, QueueType, Topology, declare};

@@ -5,14 +5,14 @@ use super::{
     print::{print_detail, print_rows, shorten},
 };
 use crate::{
-    broker::Publisher,
+    console::replay,
     deadletter::queries::{self, Filter, State, When},
     domain::{Channel, Provider},
-    ops::traces,
 };
 use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use tokio_util::sync::CancellationToken;
 
 /// Which dead letters a command is about.
 #[derive(Debug, Clone, Args)]
@@ -42,6 +42,7 @@ impl FilterArgs {
             since: self.since.clone(),
             until: self.until.clone(),
             state,
+            ..Filter::default()
         }
     }
 }
@@ -236,7 +237,9 @@ pub(crate) async fn run(cmd: DeadLetters) -> anyhow::Result<bool> {
                 return Ok(true);
             }
             let publisher = publish.publisher(&broker, &body).await?;
-            let result = replay(&db, &publisher, &f, rate).await;
+            let counted = AtomicU64::new(0);
+            let never = CancellationToken::new();
+            let result = replay::run(&db, &publisher, &f, rate, &counted, &never).await;
             publisher.close().await;
             let done = result?;
             println!("replayed {} dead letter(s)", done.confirmed);
@@ -270,65 +273,4 @@ pub(crate) async fn run(cmd: DeadLetters) -> anyhow::Result<bool> {
         }
     }
     Ok(true)
-}
-
-/// How a replay went.
-struct Replayed {
-    /// Rows published, confirmed and marked replayed.
-    confirmed: u64,
-    /// The row whose publish failed, and why; the replay stopped there.
-    failed: Option<(i64, String)>,
-}
-
-/// Republishes the original payload of each open row `filter` names, one
-/// at a time: the row is locked, published with a confirm, marked
-/// `replayed_at`, and committed. A row is never published twice, even by
-/// two replays at once (the lock is taken with SKIP LOCKED); a crash between
-/// the confirm and the commit can publish it again on the next replay.
-/// Only a confirmed row is marked; at the first that is not (the broker
-/// blocked, no confirm in time), the replay stops and says which.
-async fn replay(
-    db: &sqlx::PgPool,
-    publisher: &Publisher,
-    filter: &Filter,
-    per_second: Option<f64>,
-) -> anyhow::Result<Replayed> {
-    let pace = per_second
-        .filter(|r| *r > 0.0)
-        .map(|r| Duration::from_secs_f64(1.0 / r));
-    let mut tick = pace.map(tokio::time::interval);
-    let mut done = Replayed {
-        confirmed: 0,
-        failed: None,
-    };
-    let mut after = 0;
-    loop {
-        let mut tx = db.begin().await?;
-        let Some(row) = queries::lock_next_open(&mut tx, filter, after).await? else {
-            return Ok(done);
-        };
-        after = row.id;
-        if let Some(t) = tick.as_mut() {
-            t.tick().await;
-        }
-        if let Err(e) = publisher
-            .publish_raw(
-                row.channel,
-                &row.body(),
-                Some(&row.job_id),
-                row.trace_parent
-                    .as_deref()
-                    .map(traces::parse_traceparent)
-                    .as_ref(),
-            )
-            .await
-        {
-            // Dropping `tx` rolls back: the row stays open.
-            done.failed = Some((row.id, e.to_string()));
-            return Ok(done);
-        }
-        queries::mark_replayed(&mut tx, row.id).await?;
-        tx.commit().await?;
-        done.confirmed += 1;
-    }
 }

@@ -3,6 +3,7 @@
 //! `sandbox`). Parsing and printing here; the work is done by the modules
 //! they call.
 
+mod console;
 mod dead_letters;
 mod deliveries;
 mod enqueue;
@@ -10,6 +11,7 @@ mod print;
 mod run;
 pub mod sandbox;
 
+pub use console::ConsoleArgs;
 pub use dead_letters::DeadLetters;
 pub use deliveries::{Deliveries, ListArgs as DeliveriesListArgs};
 pub use enqueue::{EnqueueArgs, EnqueueJob};

@@ -1,7 +1,7 @@
 //! `notify-worker run`: its settings, turned into a [`WorkerConfig`] whose
 //! errors name the setting at fault, and the command itself.
 
-use super::{BodyLimit, BrokerArgs, DatabaseArgs, EXIT_CONFIG, fail, sandbox};
+use super::{BodyLimit, BrokerArgs, ConsoleArgs, DatabaseArgs, EXIT_CONFIG, fail, sandbox};
 use crate::{
     ConfigError, WorkerConfig,
     app::Worker,
@@ -191,6 +191,8 @@ pub struct RunArgs {
     /// How often key files are checked for a new key, in milliseconds.
     #[arg(long, env = "NOTIFY_KEY_POLL_MS", value_name = "NOTIFY_KEY_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub key_poll_ms: u64,
+    #[command(flatten)]
+    pub console: ConsoleArgs,
 }
 
 impl TryFrom<RunArgs> for WorkerConfig {
@@ -247,6 +249,12 @@ impl TryFrom<RunArgs> for WorkerConfig {
         )?;
         let key_file =
             |path: &Option<PathBuf>, setting| path.clone().map(|path| KeyFile { path, setting });
+        let console = a.console.config(
+            &a.broker.amqp_url,
+            &topology,
+            a.body.bytes(),
+            Duration::from_millis(a.key_poll_ms),
+        )?;
         let flow = |max_rate| FlowPolicy {
             max_in_flight: http.max_in_flight,
             max_rate,
@@ -291,12 +299,13 @@ impl TryFrom<RunArgs> for WorkerConfig {
                 linger: Duration::from_millis(a.ledger_flush_ms),
                 retention_days: a.ledger_retention,
             }),
+            console,
         })
     }
 }
 
 /// A positive number of calls per second.
-fn parse_rate(value: &str) -> Result<f64, String> {
+pub(super) fn parse_rate(value: &str) -> Result<f64, String> {
     match value.trim().parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate >= 0.01 => Ok(rate),
         _ => Err(format!(

@@ -49,6 +49,11 @@ pub(crate) struct Filter {
     pub(crate) provider: Option<Provider>,
     pub(crate) since: Option<When>,
     pub(crate) until: Option<When>,
+    /// The last provider status (the console's groups are by it).
+    pub(crate) http_status: Option<i32>,
+    /// Rows up to this id only: a replay confirmed for N rows stays at
+    /// those N, whatever fails after the confirmation.
+    pub(crate) max_id: Option<i64>,
     pub(crate) state: State,
 }
 
@@ -61,6 +66,7 @@ impl Filter {
             && self.provider.is_none()
             && self.since.is_none()
             && self.until.is_none()
+            && self.http_status.is_none()
     }
 
     fn open(&self) -> Self {
@@ -91,6 +97,12 @@ impl Filter {
                 q.push(" AND failed_at").push(op);
                 push_when(q, when);
             }
+        }
+        if let Some(s) = self.http_status {
+            q.push(" AND http_status = ").push_bind(s);
+        }
+        if let Some(id) = self.max_id {
+            q.push(" AND id <= ").push_bind(id);
         }
         match self.state {
             State::Open => q.push(" AND replayed_at IS NULL"),
@@ -167,6 +179,72 @@ pub(crate) async fn list(
     Ok(q.build_query_as().fetch_all(db).await?)
 }
 
+/// One page of rows, newest first by id; `cursor` is the last id of the
+/// page before (keyset paging: no OFFSET, stable while rows arrive).
+pub(crate) async fn page(
+    db: &PgPool,
+    filter: &Filter,
+    cursor: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Listed>, QueryError> {
+    let mut q = QueryBuilder::new(format!("SELECT {LISTED} FROM dead_letters"));
+    filter.push_where(&mut q);
+    if let Some(c) = cursor {
+        q.push(" AND id < ").push_bind(c);
+    }
+    q.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+    Ok(q.build_query_as().fetch_all(db).await?)
+}
+
+/// Rows by provider, code and last status: the console's first view.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub(crate) struct Group {
+    pub(crate) provider: Option<String>,
+    pub(crate) error_code: String,
+    pub(crate) http_status: Option<i32>,
+    pub(crate) count: i64,
+    pub(crate) open: i64,
+    pub(crate) first_seen: String,
+    pub(crate) last_seen: String,
+    /// The newest row's reason.
+    pub(crate) reason: String,
+    /// The newest row's id, the highest of the group.
+    pub(crate) last_id: i64,
+}
+
+/// At most `limit` groups, most open rows first. The reason is read from
+/// each group's newest row only (no aggregate over the reasons).
+pub(crate) async fn groups(
+    db: &PgPool,
+    filter: &Filter,
+    limit: i64,
+) -> Result<Vec<Group>, QueryError> {
+    let mut q = QueryBuilder::new(
+        "WITH g AS (SELECT provider, error_code, http_status, count(*) AS count, \
+         count(*) FILTER (WHERE replayed_at IS NULL) AS open, min(failed_at) AS first, \
+         max(failed_at) AS last, max(id) AS last_id FROM dead_letters",
+    );
+    filter.push_where(&mut q);
+    q.push(" GROUP BY 1, 2, 3 ORDER BY open DESC, count DESC, last_id DESC LIMIT ")
+        .push_bind(limit);
+    q.push(concat!(
+        ") SELECT g.provider, g.error_code, g.http_status, g.count, g.open, ",
+        utc!("g.first"),
+        " AS first_seen, ",
+        utc!("g.last"),
+        " AS last_seen, d.reason, g.last_id FROM g JOIN dead_letters d ON d.id = g.last_id \
+         ORDER BY g.open DESC, g.count DESC, g.last_id DESC"
+    ));
+    Ok(q.build_query_as().fetch_all(db).await?)
+}
+
+/// How many rows `filter` names, and the highest id among them.
+pub(crate) async fn count(db: &PgPool, filter: &Filter) -> Result<(i64, Option<i64>), QueryError> {
+    let mut q = QueryBuilder::new("SELECT count(*), max(id) FROM dead_letters");
+    filter.push_where(&mut q);
+    Ok(q.build_query_as().fetch_one(db).await?)
+}
+
 /// Everything about one row.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub(crate) struct Detail {
@@ -180,6 +258,8 @@ pub(crate) struct Detail {
     #[serde(serialize_with = "lossy_text")]
     pub(crate) raw_payload: Option<Vec<u8>>,
     pub(crate) replayed_at: Option<String>,
+    /// The W3C `traceparent` of the job's trace, when it had one.
+    pub(crate) trace_parent: Option<String>,
 }
 
 fn lossy_text<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
@@ -188,8 +268,8 @@ fn lossy_text<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::
 
 pub(crate) async fn show(db: &PgPool, id: i64) -> Result<Detail, QueryError> {
     let sql = format!(
-        "SELECT {LISTED}, source_queue, provider_response, payload, raw_payload, {} AS replayed_at \
-         FROM dead_letters WHERE id = $1",
+        "SELECT {LISTED}, source_queue, provider_response, payload, raw_payload, {} AS replayed_at, \
+         trace_parent FROM dead_letters WHERE id = $1",
         utc!("replayed_at")
     );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))

@@ -194,6 +194,41 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// What an operator does about dead letters filed under `code`: the
+/// documented fix of a known auth code, else the worker's own advice.
+pub(crate) fn fix_for(code: &str) -> &'static str {
+    if let Some((_, fix)) = AuthCode::ALL
+        .into_iter()
+        .find(|k| k.as_str() == code)
+        .and_then(AuthCode::cause_and_fix)
+    {
+        return fix;
+    }
+    match code {
+        "invalid_job" => {
+            "fix the publisher: the reason names the field; replaying sends the same payload and fails again"
+        }
+        "rejected" => {
+            "the provider refused this message (recipient or content): correct it at the source; a replay fails the same way"
+        }
+        "retries_exhausted" => {
+            "the provider failed or timed out on every attempt: replay once it answers again"
+        }
+        "redelivery_limit" => {
+            "the job kept coming back without settling (a crash or stall mid-job): read the logs for its id before replaying"
+        }
+        "expired" => {
+            "the job passed its expires_at before it could be sent: replaying sends it late; the user should ask again"
+        }
+        "unauthorized" | "payment_required" | "forbidden" => {
+            "the provider refused the key or account without a known code: check the key, its scope and the account; replay after"
+        }
+        _ => {
+            "an auth failure with a code the worker does not know: read the provider's answer, fix the key or account, then replay"
+        }
+    }
+}
+
 /// Why a provider's calls are held back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PauseReason {

@@ -10,7 +10,7 @@ mod outcome;
 mod secret;
 
 pub use channel::{Channel, Provider, UnknownName};
-pub(crate) use codes::{ErrorCode, PauseReason, ProviderCode};
+pub(crate) use codes::{ErrorCode, PauseReason, ProviderCode, fix_for};
 pub use decode::{DecodeInput, decode};
 pub use job::{
     DEFAULT_MAX_BODY_BYTES, EmailAddress, EmailJob, InvalidJob, Job, JobId, MAX_ID_CHARS, Message,

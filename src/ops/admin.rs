@@ -1,4 +1,5 @@
-//! Admin HTTP: `/healthz`, `/readyz`, `/metrics` (contract section 5).
+//! Admin HTTP: `/healthz`, `/readyz`, `/metrics` (contract section 5), and
+//! whatever else the worker mounts beside them (the console).
 
 use super::metrics::Metrics;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
@@ -40,6 +41,7 @@ pub(crate) async fn serve<R: Readiness>(
     addr: SocketAddr,
     readiness: Arc<R>,
     metrics: Arc<Metrics>,
+    more: Option<Router>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), BindError> {
     let listener = TcpListener::bind(addr)
@@ -65,6 +67,11 @@ pub(crate) async fn serve<R: Readiness>(
         .route("/readyz", get(readyz::<R>))
         .route("/metrics", get(metrics_text::<R>))
         .with_state(AppState { readiness, metrics });
+    // The console and its API, when on: mounted beside the probes.
+    let app = match more {
+        Some(more) => app.merge(more),
+        None => app,
+    };
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

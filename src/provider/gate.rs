@@ -209,6 +209,17 @@ impl Gate {
         verdict
     }
 
+    pub(crate) fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// The provider's pause, breaker and flow state now.
+    pub(crate) fn state(&self) -> super::ProviderState {
+        let now = Instant::now();
+        let door = self.door();
+        super::ProviderState::read(self, door.pause.view(), &door.flow, now)
+    }
+
     /// The key was replaced: an auth pause ends now with one probe.
     pub(crate) fn key_changed(&self) {
         if self.door().pause.key_changed(Instant::now()) {

@@ -11,6 +11,7 @@ mod http1;
 mod http2;
 mod keywatch;
 mod pause;
+mod state;
 mod transport;
 
 pub use client::ClientError;
@@ -19,5 +20,6 @@ pub(crate) use flow::{FlowPolicy, Outcome as FlowOutcome};
 pub(crate) use gate::Gate;
 pub(crate) use keywatch::{KeyFile, spawn as watch_key_file};
 pub(crate) use pause::{Attempt, PausePolicy, Verdict};
+pub(crate) use state::ProviderState;
 pub(crate) use transport::HttpOptions;
 pub use transport::HttpVersion;

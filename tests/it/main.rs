@@ -3,6 +3,7 @@
 
 mod admin;
 mod binary;
+mod console;
 mod decoding;
 mod flow;
 mod hardening;

@@ -17,7 +17,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub(crate) use super::held::{HeldWrite, HeldWrites};
 use std::{array, sync::Arc, time::Duration};
 
+mod console;
 mod ledger;
+use console::ConsoleMetrics;
 use ledger::LedgerMetrics;
 
 pub(crate) const JOBS: &str = "notify_jobs_total";
@@ -120,6 +122,7 @@ pub(crate) struct Metrics {
     /// `notify_provider_paused{reason="throttled"}`, apart from the pauses.
     throttled_long: [Gauge; 2],
     ledger: LedgerMetrics,
+    console: ConsoleMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -218,6 +221,7 @@ impl Metrics {
         Self {
             handle,
             ledger: LedgerMetrics::register(),
+            console: ConsoleMetrics::register(),
             jobs: array::from_fn(|c| {
                 array::from_fn(
                     |o| counter!(JOBS, "channel" => Channel::ALL[c].as_str(), "outcome" => Outcome::ALL[o].as_str()),

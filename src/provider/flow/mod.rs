@@ -186,6 +186,16 @@ impl Flow {
         (!self.has_room()).then_some(Admit::Full)
     }
 
+    /// Calls in flight now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Until when a provider's `Retry-After` holds every call back.
+    pub(crate) fn resume_at(&self, now: Instant) -> Option<Instant> {
+        self.resume_at.filter(|at| *at > now)
+    }
+
     pub(crate) fn limit(&self) -> usize {
         self.limit as usize
     }

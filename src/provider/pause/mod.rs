@@ -87,6 +87,16 @@ pub(crate) enum Event {
     Resumed { after: PauseReason },
 }
 
+/// A read-only look at a [`Pause`].
+#[derive(Debug, Clone)]
+pub(crate) struct PauseView {
+    pub(crate) why: Option<PauseReason>,
+    pub(crate) until: Option<Instant>,
+    pub(crate) probing: bool,
+    pub(crate) failures_in_a_row: u32,
+    pub(crate) breaker_threshold: u32,
+}
+
 /// One provider's pause state.
 #[derive(Debug)]
 pub(crate) struct Pause {
@@ -251,6 +261,23 @@ impl Pause {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// What the console shows: why paused, until when, whether a probe is
+    /// out, and the transient failures in a row towards the breaker.
+    pub(crate) fn view(&self) -> PauseView {
+        let (until, probing) = match &self.state {
+            PauseState::Closed => (None, false),
+            PauseState::Open { until, .. } => (Some(*until), false),
+            PauseState::Probing { .. } => (None, true),
+        };
+        PauseView {
+            why: self.why(),
+            until,
+            probing,
+            failures_in_a_row: self.transient_in_a_row,
+            breaker_threshold: self.policy.outage_threshold,
         }
     }
 
