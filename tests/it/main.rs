@@ -4,6 +4,7 @@
 mod admin;
 mod binary;
 mod console;
+mod console_browser;
 mod decoding;
 mod flow;
 mod hardening;
