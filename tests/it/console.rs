@@ -6,7 +6,7 @@
 use crate::support::*;
 use reqwest::{Client, Method, StatusCode, header};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::{process::Command, time::Duration};
 
 pub const TOKEN: &str = "console-token-0123456789abcdef";
 /// A Telnxo answer that says the key is wrong and echoes the recipient.
@@ -572,5 +572,141 @@ async fn a_cookie_session_needs_same_origin_and_its_csrf_token_to_change_anythin
             .unwrap();
     assert_eq!(open, 2, "nothing replayed by any of it");
     worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_token_file_rotates_sessions_end_and_no_token_or_session_reaches_the_logs() {
+    let env = TestEnv::new().await;
+    let (email, sms) = (
+        email_rejecting().await,
+        FakeProvider::start(answering()).await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("console");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let new_token = "console-token-rotated-fedcba9876543210";
+    let mut args = env.args(&email, &sms);
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    set_arg(&mut args, "--admin-addr", Some(&admin));
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_notify-worker"))
+        .env_clear()
+        .env("NOTIFY_LOG_FORMAT", "json")
+        .env("NOTIFY_LOG_LEVEL", "trace")
+        .env("NOTIFY_AUTH_PAUSE_SECS", "0")
+        .env("NOTIFY_KEY_POLL_MS", "50")
+        .env("MIGOSMTP_API_KEY", EMAIL_KEY)
+        .env("TELNXO_API_KEY", SMS_KEY)
+        .env("NOTIFY_CONSOLE_TOKEN_FILE", &token_file)
+        .arg("run")
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap().to_string();
+    let exited = tokio::spawn(child.wait_with_output());
+    let base = format!("http://{admin}");
+    eventually("worker ready", Duration::from_secs(30), || async {
+        let ok = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        (ok.status() == 200).then_some(())
+    })
+    .await;
+    env.publish("sms", &sms_job("rot-1", "+919876543210")).await;
+    env.wait_rows(1).await;
+
+    let http = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let status = |token: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/dead-letters/1?reveal=1");
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let login = http
+        .post(format!("{base}/console/login"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(form(&[("token", TOKEN.to_owned())]))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let with_cookie = || {
+        http.get(format!("{base}/console"))
+            .header(header::COOKIE, &session)
+            .send()
+    };
+    assert_eq!(with_cookie().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(status(TOKEN).await, StatusCode::OK, "a reveal, logged");
+
+    // A bad new token is refused and the old one kept; a good one replaces
+    // it and ends the sessions the old one made.
+    std::fs::write(&token_file, "tiny-tok\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status(TOKEN).await, StatusCode::OK);
+    std::fs::write(&token_file, new_token).unwrap();
+    eventually("new token in use", Duration::from_secs(10), || async {
+        (status(new_token).await == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert_eq!(status(TOKEN).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        with_cookie().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(30), exited)
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap()
+        .unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cookie_value = session.split_once('=').unwrap().1;
+    for secret in [TOKEN, new_token, cookie_value, "tiny-tok"] {
+        assert!(!logs.contains(secret), "{secret} in the logs");
+        assert!(!metrics.contains(secret), "{secret} in /metrics");
+    }
+    let audit: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(r#""audit":"reveal""#))
+        .collect();
+    assert_eq!(audit.len(), 3, "each of the three reveals logged: {audit:?}");
+    assert!(
+        audit[0].contains("revealed") && audit[0].contains("bearer token"),
+        "{audit:?}"
+    );
+    assert!(
+        logs.contains("console token replaced from its file"),
+        "{logs}"
+    );
+    assert!(logs.contains("new console token refused"), "{logs}");
     env.cleanup().await;
 }
