@@ -219,12 +219,12 @@ impl Env {
         let amqp = Connection::connect(AMQP, ConnectionProperties::default())
             .await
             .expect("rabbitmq");
-        let topology = Topology {
-            exchange: format!("nw-bench-{suffix}"),
-            email_queue: format!("nw-bench-{suffix}.email"),
-            sms_queue: format!("nw-bench-{suffix}.sms"),
+        let topology = Topology::new(
+            &format!("nw-bench-{suffix}"),
+            &format!("nw-bench-{suffix}.email"),
+            &format!("nw-bench-{suffix}.sms"),
             queue_type,
-        };
+        );
         declare(&amqp, &topology).await.unwrap();
         Self {
             suffix,

@@ -120,7 +120,6 @@ impl Worker {
             ledger,
             backlog,
             routes,
-            source_queues: Channel::ALL.map(|c| topology.queue(c).to_owned()),
             retry: config.retry,
             writer: DeadLetterWriter::spawn(store.clone()),
             max_body_bytes: config.max_body_bytes,
@@ -129,7 +128,7 @@ impl Worker {
             shutdown: shutdown.clone(),
         });
         let tracker = TaskTracker::new();
-        let health = Arc::new(BrokerHealth::new(config.consumers_per_queue));
+        let health = Arc::new(BrokerHealth::new(&config.session));
         let session = Session::open(&config.session, &pipeline, &tracker, &health).await?;
 
         let console = config.console.map(|console| {
@@ -180,6 +179,7 @@ impl Worker {
             admin_addr = %admin_addr,
             email_queue = %topology.email_queue,
             sms_queue = %topology.sms_queue,
+            shards = topology.shards,
             prefetch = config.session.prefetch,
             email_provider = %Provider::for_channel(Channel::Email),
             sms_provider = %Provider::for_channel(Channel::Sms),

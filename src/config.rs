@@ -44,7 +44,6 @@ pub struct WorkerConfig {
     /// Flow control per channel, email's first.
     pub(crate) flow: [FlowPolicy; 2],
     pub(crate) max_redeliveries: u64,
-    pub(crate) consumers_per_queue: usize,
     pub(crate) admin_addr: SocketAddr,
     pub(crate) drain_timeout: Duration,
     pub(crate) max_body_bytes: usize,

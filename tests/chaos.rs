@@ -828,6 +828,7 @@ async fn a_broker_alarm_fails_publishers_fast_and_the_worker_still_stops_cleanly
         .await
         .unwrap();
     let job = notify_worker::NewJob::Sms(notify_worker::NewSms {
+        priority: None,
         expires_at: None,
         id: None,
         from: "B".into(),
@@ -875,6 +876,7 @@ async fn a_publish_waits_for_its_confirm_no_longer_than_the_timeout() {
         .with_confirm_timeout(Duration::from_secs(1));
     proxy.freeze(true);
     let job = notify_worker::NewJob::Sms(notify_worker::NewSms {
+        priority: None,
         expires_at: None,
         id: Some("silent".into()),
         from: "B".into(),
@@ -895,6 +897,7 @@ async fn a_publish_waits_for_its_confirm_no_longer_than_the_timeout() {
     let jobs: Vec<_> = (0..40)
         .map(|i| {
             notify_worker::NewJob::Sms(notify_worker::NewSms {
+                priority: None,
                 expires_at: None,
                 id: Some(format!("silent-{i}")),
                 from: "B".into(),

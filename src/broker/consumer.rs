@@ -3,10 +3,7 @@
 //! slow provider call never holds up the others. The prefetch window bounds
 //! how many run at once.
 
-use crate::{
-    domain::Channel,
-    pipeline::{Acks, Pipeline},
-};
+use crate::pipeline::{Acks, Pipeline, Source};
 use futures_util::StreamExt;
 use lapin::{
     Connection,
@@ -30,12 +27,12 @@ pub enum ConsumeError {
 }
 
 /// Opens a channel on `conn`, sets its prefetch and starts consuming the
-/// queue of `channel`. Returns the AMQP channel, which must stay open until
+/// queue of `source`. Returns the AMQP channel, which must stay open until
 /// in-flight jobs have settled (their acks go through it), and the pump that
 /// spawns deliveries on `tracker` until shutdown, failure or cancellation.
 pub(crate) async fn start(
     conn: &Connection,
-    channel: Channel,
+    source: Arc<Source>,
     index: usize,
     prefetch: u16,
     pipeline: Arc<Pipeline>,
@@ -48,12 +45,12 @@ pub(crate) async fn start(
     ),
     ConsumeError,
 > {
-    let queue = pipeline.source_queues[channel.index()].clone();
+    let queue = source.queue.clone();
     let fail = |e: lapin::Error| ConsumeError::Start {
         queue: queue.clone(),
         reason: e.to_string(),
     };
-    let tag = format!("notify-worker-{}-{index}", channel.as_str());
+    let tag = format!("notify-worker-{queue}-{index}");
     let amqp = conn.create_channel().await.map_err(fail)?;
     amqp.basic_qos(prefetch, BasicQosOptions::default())
         .await
@@ -70,7 +67,7 @@ pub(crate) async fn start(
     running.store(true, Ordering::SeqCst);
     let ch = amqp.clone();
     let pump_task = async move {
-        let result = pump(consumer, channel, &pipeline, &tracker).await;
+        let result = pump(consumer, source, &pipeline, &tracker).await;
         running.store(false, Ordering::SeqCst);
         if result.is_ok() {
             // Stop the broker sending more; deliveries it already sent stay
@@ -91,12 +88,12 @@ pub(crate) async fn start(
 /// (`Err`, with the reason if there is one).
 async fn pump(
     mut consumer: lapin::Consumer,
-    channel: Channel,
+    source: Arc<Source>,
     pipeline: &Arc<Pipeline>,
     tracker: &TaskTracker,
 ) -> Result<(), Option<String>> {
     let shutdown: CancellationToken = pipeline.shutdown.clone();
-    let _running = pipeline.metrics.consumer_running(channel);
+    let _running = pipeline.metrics.consumer_running(source.channel);
     let acks = Acks::start();
     loop {
         tokio::select! {
@@ -106,7 +103,7 @@ async fn pump(
                 Some(Ok(delivery)) => {
                     // Spawned as is: wrapped in an async block, the task
                     // would hold the delivery twice.
-                    tracker.spawn(Arc::clone(pipeline).handle(channel, delivery, acks.clone()));
+                    tracker.spawn(Arc::clone(pipeline).handle(Arc::clone(&source), delivery, acks.clone()));
                 }
                 Some(Err(e)) => return Err(Some(e.to_string())),
                 None => return Err(None),

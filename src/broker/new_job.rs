@@ -16,6 +16,10 @@ pub struct NewEmail {
     /// RFC 3339; never sent after it (contract section 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// `"urgent"`: published to the channel's urgent lane, which the worker
+    /// serves first (an OTP overtakes a campaign).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
 }
 
 /// An SMS job as producers build it.
@@ -29,6 +33,10 @@ pub struct NewSms {
     /// RFC 3339; never sent after it (contract section 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// `"urgent"`: published to the channel's urgent lane, which the worker
+    /// serves first (an OTP overtakes a campaign).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
 }
 
 /// A job to publish.
@@ -54,6 +62,33 @@ impl NewJob {
             NewJob::Sms(s) => &mut s.expires_at,
         };
         slot.get_or_insert_with(|| at.to_owned());
+    }
+
+    /// Marks the job urgent (`"priority": "urgent"`).
+    pub fn make_urgent(&mut self) {
+        let slot = match self {
+            NewJob::Email(e) => &mut e.priority,
+            NewJob::Sms(s) => &mut s.priority,
+        };
+        *slot = Some("urgent".to_owned());
+    }
+
+    /// Whether it goes to the urgent lane.
+    pub fn is_urgent(&self) -> bool {
+        let p = match self {
+            NewJob::Email(e) => &e.priority,
+            NewJob::Sms(s) => &s.priority,
+        };
+        p.as_deref() == Some("urgent")
+    }
+
+    /// Its routing key: the channel's, or the channel's urgent lane.
+    pub(crate) fn routing_key(&self) -> &'static str {
+        if self.is_urgent() {
+            self.channel().urgent_key()
+        } else {
+            self.channel().as_str()
+        }
     }
 
     /// The message body: the job's fields without the `channel` tag.

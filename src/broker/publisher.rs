@@ -141,7 +141,7 @@ impl Publisher {
     /// [`Publisher::publish`] in the trace of `cx`.
     pub async fn publish_in(&self, job: &NewJob, cx: &Context) -> Result<(), PublishError> {
         let (body, id) = self.check(job)?;
-        self.send(job.channel(), &body, id, cx, None, false)
+        self.send(job.routing_key(), &body, id, cx, None, false)
             .await?
             .await
     }
@@ -159,9 +159,16 @@ impl Publisher {
         message_id: Option<&str>,
         link: Option<&Context>,
     ) -> Result<(), PublishError> {
-        self.send(channel, body, message_id, &Context::new(), link, true)
-            .await?
-            .await
+        self.send(
+            channel.as_str(),
+            body,
+            message_id,
+            &Context::new(),
+            link,
+            true,
+        )
+        .await?
+        .await
     }
 
     /// Checks and publishes `jobs`, keeping at most `window` confirms in
@@ -194,7 +201,10 @@ impl Publisher {
                 continue;
             }
             let sent = match self.check(job) {
-                Ok((body, id)) => self.send(job.channel(), &body, id, cx, None, false).await,
+                Ok((body, id)) => {
+                    self.send(job.routing_key(), &body, id, cx, None, false)
+                        .await
+                }
                 Err(e) => Err(e),
             };
             match sent {
@@ -250,7 +260,7 @@ impl Publisher {
     /// broker blocking us.
     async fn send(
         &self,
-        channel: Channel,
+        routing_key: &'static str,
         body: &[u8],
         message_id: Option<&str>,
         cx: &Context,
@@ -263,7 +273,6 @@ impl Publisher {
         let deadline = tokio::time::Instant::now() + self.confirm_timeout;
         let timeout = self.confirm_timeout;
         let id = message_id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
-        let routing_key = channel.as_str();
         let mut span = PublishSpan::start(cx, &self.exchange, routing_key, link);
         let mut headers = FieldTable::default();
         traces::inject_amqp(&span.cx, &mut headers);

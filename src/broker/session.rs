@@ -5,7 +5,7 @@ use super::{
     consumer::{self, ConsumeError},
     topology::{self, BrokerError, Topology},
 };
-use crate::{domain::Channel, pipeline::Pipeline};
+use crate::pipeline::{Pipeline, Source};
 use lapin::uri::AMQPUri;
 use std::sync::{
     Arc,
@@ -23,10 +23,13 @@ pub(crate) struct BrokerHealth {
 }
 
 impl BrokerHealth {
-    pub(crate) fn new(consumers_per_queue: usize) -> Self {
+    /// For the consumers `plan` starts.
+    pub(crate) fn new(plan: &SessionPlan) -> Self {
         Self {
             connected: AtomicBool::new(false),
-            consumers: (0..2 * consumers_per_queue)
+            consumers: plan
+                .consumers()
+                .iter()
                 .map(|_| Arc::new(AtomicBool::new(false)))
                 .collect(),
         }
@@ -55,6 +58,29 @@ pub(crate) struct SessionPlan {
     pub(crate) redacted: String,
     pub(crate) topology: Topology,
     pub(crate) prefetch: u16,
+    /// Consumers (AMQP channels) per bulk queue and shard.
+    pub(crate) consumers_per_queue: usize,
+    /// The urgent queues' prefetch, one consumer each.
+    pub(crate) urgent_prefetch: u16,
+}
+
+impl SessionPlan {
+    /// Each consumer to start: its queue, its number and its prefetch.
+    fn consumers(&self) -> Vec<(Arc<Source>, usize, u16)> {
+        self.topology
+            .sources()
+            .into_iter()
+            .flat_map(|source| {
+                let (n, prefetch) = if source.urgent {
+                    (1, self.urgent_prefetch)
+                } else {
+                    (self.consumers_per_queue, self.prefetch)
+                };
+                let source = Arc::new(source);
+                (0..n).map(move |i| (Arc::clone(&source), i, prefetch))
+            })
+            .collect()
+    }
 }
 
 pub(crate) struct Session {
@@ -65,7 +91,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Connects, declares the topology and starts the consumers of both queues.
+    /// Connects, declares the topology and starts a consumer per queue
+    /// (urgent, main, shards) and per `consumers_per_queue`.
     pub(crate) async fn open(
         plan: &SessionPlan,
         pipeline: &Arc<Pipeline>,
@@ -95,16 +122,14 @@ impl Session {
         health: &BrokerHealth,
     ) -> Result<(), SessionError> {
         topology::declare(&self.connection, &plan.topology).await?;
-        let per_queue = health.consumers.len() / 2;
-        let slots = Channel::ALL
-            .into_iter()
-            .flat_map(|c| (0..per_queue).map(move |i| (c, i)));
-        for ((channel, index), running) in slots.zip(&health.consumers) {
+        for ((source, index, prefetch), running) in
+            plan.consumers().into_iter().zip(&health.consumers)
+        {
             let (amqp, pump) = consumer::start(
                 &self.connection,
-                channel,
+                source,
                 index,
-                plan.prefetch,
+                prefetch,
                 Arc::clone(pipeline),
                 tracker.clone(),
                 Arc::clone(running),

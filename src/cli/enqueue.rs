@@ -27,6 +27,10 @@ pub struct EnqueueArgs {
     /// it has one: the worker never sends it later.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub expires_in: Option<std::time::Duration>,
+    /// Publish to the urgent lane (`"priority": "urgent"`), served before
+    /// the bulk queue: for OTPs and the like.
+    #[arg(long)]
+    pub urgent: bool,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -107,6 +111,9 @@ pub(crate) async fn run(args: EnqueueArgs) -> anyhow::Result<bool> {
                 .context("--expires-in is too far ahead")?;
             jobs.iter_mut().for_each(|j| j.expire_at(&at));
         }
+        if args.urgent {
+            jobs.iter_mut().for_each(NewJob::make_urgent);
+        }
         let results = publisher.publish_all_in(&jobs, window, &trace).await;
         for (result, place) in results.into_iter().zip(places) {
             match result {
@@ -142,6 +149,7 @@ impl From<EnqueueJob> for NewJob {
                 html,
             } => NewJob::Email(NewEmail {
                 expires_at: None,
+                priority: None,
                 id,
                 from,
                 to,
@@ -155,6 +163,7 @@ impl From<EnqueueJob> for NewJob {
                 message,
             } => NewJob::Sms(NewSms {
                 expires_at: None,
+                priority: None,
                 id,
                 from,
                 to,

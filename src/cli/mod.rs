@@ -144,6 +144,12 @@ pub struct BrokerArgs {
         default_value = "notifications.sms"
     )]
     pub sms_queue: String,
+    /// Queues per channel: more than 1 spreads each channel over that many
+    /// quorum queues through RabbitMQ's consistent-hash exchange (plugin
+    /// rabbitmq_consistent_hash_exchange). Only grow it: jobs queued before
+    /// stay and are consumed.
+    #[arg(long, env = "NOTIFY_SHARDS", value_name = "NOTIFY_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub shards: u16,
 }
 
 impl BrokerArgs {
@@ -166,10 +172,13 @@ impl BrokerArgs {
             ));
         }
         Ok(Topology {
-            exchange: self.exchange.clone(),
-            email_queue: self.email_queue.clone(),
-            sms_queue: self.sms_queue.clone(),
-            queue_type: self.queue_type,
+            shards: self.shards,
+            ..Topology::new(
+                &self.exchange,
+                &self.email_queue,
+                &self.sms_queue,
+                self.queue_type,
+            )
         })
     }
 }

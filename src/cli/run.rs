@@ -147,6 +147,10 @@ pub struct RunArgs {
     /// deliveries: jobs in flight per queue = consumers × prefetch.
     #[arg(long, env = "NOTIFY_CONSUMERS_PER_QUEUE", value_name = "NOTIFY_CONSUMERS_PER_QUEUE", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub consumers_per_queue: u16,
+    /// Prefetch of each urgent queue (`{queue}.urgent`, one consumer each):
+    /// its jobs skip the wait for a place in flight behind bulk calls.
+    #[arg(long, env = "NOTIFY_URGENT_PREFETCH", value_name = "NOTIFY_URGENT_PREFETCH", default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
+    pub urgent_prefetch: u16,
     /// HTTP version spoken to the providers. `auto` offers HTTP/2 by ALPN on
     /// https (HTTP/1.1 if declined) and speaks HTTP/1.1 on plain http;
     /// `http2` does the same on https and uses prior knowledge (h2c) on
@@ -219,7 +223,11 @@ impl TryFrom<RunArgs> for WorkerConfig {
             timeout: Duration::from_millis(a.request_timeout_ms),
             version: a.provider_http,
             // Each provider serves one queue, so this bounds its calls.
-            max_in_flight: usize::from(a.prefetch) * usize::from(a.consumers_per_queue),
+            // Each provider's bulk queues (or shards), plus its urgent lane.
+            max_in_flight: usize::from(a.prefetch)
+                * usize::from(a.consumers_per_queue)
+                * usize::from(a.broker.shards.max(1))
+                + usize::from(a.urgent_prefetch),
             streams_per_connection: usize::try_from(a.http2_streams).unwrap_or(usize::MAX),
             max_response_bytes: usize::try_from(a.max_response_bytes).unwrap_or(usize::MAX),
         };
@@ -266,6 +274,8 @@ impl TryFrom<RunArgs> for WorkerConfig {
                 redacted: redact_url(&a.broker.amqp_url),
                 topology,
                 prefetch: a.prefetch,
+                consumers_per_queue: usize::from(a.consumers_per_queue),
+                urgent_prefetch: a.urgent_prefetch,
             },
             key_files: [
                 key_file(&a.migosmtp_api_key_file, "MIGOSMTP_API_KEY_FILE"),
@@ -289,7 +299,6 @@ impl TryFrom<RunArgs> for WorkerConfig {
                 cap: Duration::from_millis(a.retry_max_ms),
                 retry_after_cap: Duration::from_millis(a.retry_after_max_ms),
             },
-            consumers_per_queue: usize::from(a.consumers_per_queue),
             admin_addr: a.admin_addr,
             drain_timeout: Duration::from_secs(a.drain_timeout_secs),
             max_body_bytes: a.body.bytes(),

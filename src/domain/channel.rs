@@ -24,6 +24,14 @@ impl Channel {
         }
     }
 
+    /// The routing key of the channel's urgent lane.
+    pub fn urgent_key(self) -> &'static str {
+        match self {
+            Channel::Email => "email.urgent",
+            Channel::Sms => "sms.urgent",
+        }
+    }
+
     /// Position in [`Channel::ALL`], for per-channel arrays.
     pub(crate) fn index(self) -> usize {
         self as usize

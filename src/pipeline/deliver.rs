@@ -99,6 +99,7 @@ async fn expiry(job: &Job) {
 /// called). Waits end early on `shutdown`, so draining is not held up.
 pub(crate) async fn deliver(
     job: &Job,
+    urgent: bool,
     trace: &JobTrace,
     route: &Route,
     policy: &RetryPolicy,
@@ -118,7 +119,7 @@ pub(crate) async fn deliver(
             return Sending::Failed(Failure::expired(job, attempts, last));
         }
         let admitted = tokio::select! {
-            permit = route.gate.admit(shutdown) => permit,
+            permit = route.gate.admit(urgent, shutdown) => permit,
             () = expiry(job) => return Sending::Failed(Failure::expired(job, attempts, last)),
         };
         let Some(permit) = admitted else {

@@ -29,6 +29,15 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// A queue the worker consumes, and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Source {
+    pub(crate) channel: Channel,
+    pub(crate) queue: String,
+    /// The urgent lane: its calls skip the queue for a place in flight.
+    pub(crate) urgent: bool,
+}
+
 /// A provider's client and the gate its calls pass.
 #[derive(Debug)]
 pub(crate) struct Route {
@@ -41,8 +50,6 @@ pub(crate) struct Route {
 pub(crate) struct Pipeline {
     /// Per channel, email's first.
     pub(crate) routes: [Route; 2],
-    /// The queue each channel is consumed from, for the rows.
-    pub(crate) source_queues: [String; 2],
     pub(crate) retry: RetryPolicy,
     pub(crate) writer: DeadLetterWriter,
     /// The delivery ledger, unless `NOTIFY_LEDGER=off`.
@@ -76,8 +83,14 @@ impl Pipeline {
         &self.routes[channel.index()]
     }
 
-    /// Takes one delivery from `channel`'s queue to its settled end.
-    pub(crate) async fn handle(self: Arc<Self>, channel: Channel, delivery: Delivery, acks: Acks) {
+    /// Takes one delivery from `source` to its settled end.
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        source: Arc<Source>,
+        delivery: Delivery,
+        acks: Acks,
+    ) {
+        let channel = source.channel;
         let slot = acks.slot(&delivery);
         drop(acks);
         let _in_flight = self.metrics.in_flight(channel);
@@ -85,7 +98,7 @@ impl Pipeline {
             headers: delivery.properties.headers().as_ref(),
             exchange: delivery.exchange.as_str(),
             routing_key: delivery.routing_key.as_str(),
-            queue: &self.source_queues[channel.index()],
+            queue: &source.queue,
             message_id: delivery
                 .properties
                 .message_id()
@@ -101,7 +114,7 @@ impl Pipeline {
             |(t, s)| tracing::info_span!("job", trace_id = %t, span_id = %s),
         );
         let decision = self
-            .decide(channel, &delivery, &trace)
+            .decide(&source, &delivery, &trace)
             .instrument(log_span.clone())
             .await;
         let error_code = match &decision.settlement {
@@ -151,7 +164,8 @@ impl Pipeline {
         trace.end(outcome.as_str(), error_code.as_ref().map(ErrorCode::as_str));
     }
 
-    async fn decide(&self, channel: Channel, delivery: &Delivery, trace: &JobTrace) -> Decision {
+    async fn decide(&self, source: &Source, delivery: &Delivery, trace: &JobTrace) -> Decision {
+        let channel = source.channel;
         let message_id = delivery
             .properties
             .message_id()
@@ -175,7 +189,7 @@ impl Pipeline {
                 );
                 let failure = Failure::unsent(ErrorCode::InvalidJob, reason);
                 let row = self.row(
-                    channel,
+                    source,
                     delivery,
                     trace,
                     &invalid.job_id,
@@ -207,14 +221,7 @@ impl Pipeline {
             Taken::Abandoned => return Decision::unsent(job.id, Settlement::Requeue, None),
         };
         let unsent = |this: &Self, failure, job_id: JobId, claimed| {
-            let row = this.row(
-                channel,
-                delivery,
-                trace,
-                &job_id,
-                reparse(delivery),
-                failure,
-            );
+            let row = this.row(source, delivery, trace, &job_id, reparse(delivery), failure);
             Decision::unsent(job_id, Settlement::DeadLetter(row), claimed)
         };
         if let Some(count) = delivery_count(delivery).filter(|c| *c > self.max_redeliveries) {
@@ -233,6 +240,7 @@ impl Pipeline {
         }
         let sending = deliver(
             &job,
+            source.urgent,
             trace,
             self.route(channel),
             &self.retry,
@@ -253,14 +261,7 @@ impl Pipeline {
             Sending::Abandoned { attempts } => (Settlement::Requeue, attempts, None),
             Sending::Failed(failure) => {
                 let (attempts, status) = (failure.attempts, failure.http_status);
-                let row = self.row(
-                    channel,
-                    delivery,
-                    trace,
-                    &job.id,
-                    reparse(delivery),
-                    failure,
-                );
+                let row = self.row(source, delivery, trace, &job.id, reparse(delivery), failure);
                 (Settlement::DeadLetter(row), attempts, status)
             }
         };
@@ -277,13 +278,14 @@ impl Pipeline {
     /// The one place a dead-letter row is built.
     fn row(
         &self,
-        channel: Channel,
+        source: &Source,
         delivery: &Delivery,
         trace: &JobTrace,
         job_id: &JobId,
         payload: Option<serde_json::Value>,
         failure: Failure,
     ) -> Box<DeadLetter> {
+        let channel = source.channel;
         Box::new(DeadLetter::new(Parts {
             job_id: job_id.as_str(),
             channel,
@@ -297,7 +299,7 @@ impl Pipeline {
             // An oversize body is stored only up to the limit.
             raw: &delivery.data[..delivery.data.len().min(self.max_body_bytes)],
             attempts: failure.attempts,
-            source_queue: &self.source_queues[channel.index()],
+            source_queue: &source.queue,
             trace_parent: trace.traceparent(),
         }))
     }

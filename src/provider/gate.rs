@@ -112,8 +112,15 @@ impl Gate {
         self.door.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until the job may call the provider; `None` on shutdown.
-    pub(crate) async fn admit(&self, shutdown: &CancellationToken) -> Option<Permit<'_>> {
+    /// Waits until the job may call the provider; `None` on shutdown. An
+    /// `urgent` job (the urgent lane) does not queue for a place in flight
+    /// behind bulk calls; it still waits out a pause, a `Retry-After` and
+    /// the pace. Its own prefetch bounds how many it adds.
+    pub(crate) async fn admit(
+        &self,
+        urgent: bool,
+        shutdown: &CancellationToken,
+    ) -> Option<Permit<'_>> {
         let (mut slot, permit) = loop {
             let changed = self.changed.notified();
             let room = self.room.notified();
@@ -125,10 +132,10 @@ impl Gate {
                 let now = Instant::now();
                 match door.flow.blocked(now) {
                     Some(FlowAdmit::Wait(until)) => Wait::Until(until),
-                    Some(_) => Wait::Room,
-                    None => match door.pause.admit(now) {
+                    Some(_) if !urgent => Wait::Room,
+                    _ => match door.pause.admit(now) {
                         Admit::Wait(until) => Wait::Pause(until),
-                        Admit::Go { probe } => match door.flow.admit(now) {
+                        Admit::Go { probe } => match door.flow.admit(now, urgent) {
                             FlowAdmit::Go(slot) => {
                                 if door.flow.has_room() {
                                     // Pass the turn on: there is room for more.

@@ -109,7 +109,8 @@ async fn metrics_count_outcomes_and_never_hold_keys_recipients_or_ids() {
             1.0,
         ),
         (r#"notify_jobs_in_flight{channel="email"}"#, 0.0),
-        (r#"notify_consumers_running{channel="sms"}"#, 1.0),
+        // The SMS queue's consumer and its urgent lane's.
+        (r#"notify_consumers_running{channel="sms"}"#, 2.0),
     ] {
         assert_eq!(metric(&text, series), Some(value), "{series} in:\n{text}");
     }

@@ -698,7 +698,11 @@ async fn the_token_file_rotates_sessions_end_and_no_token_or_session_reaches_the
         .lines()
         .filter(|l| l.contains(r#""audit":"reveal""#))
         .collect();
-    assert_eq!(audit.len(), 3, "each of the three reveals logged: {audit:?}");
+    assert_eq!(
+        audit.len(),
+        3,
+        "each of the three reveals logged: {audit:?}"
+    );
     assert!(
         audit[0].contains("revealed") && audit[0].contains("bearer token"),
         "{audit:?}"

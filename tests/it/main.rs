@@ -14,5 +14,6 @@ mod outcomes;
 mod resilience;
 mod retries;
 mod sandbox;
+mod scale;
 mod support;
 mod traces;

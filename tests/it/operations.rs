@@ -56,6 +56,7 @@ async fn the_publisher_checks_jobs_with_the_worker_decoder_and_confirms() {
     let env = TestEnv::new().await;
     let publisher = Publisher::connect(AMQP, &env.topology()).await.unwrap();
     let bad = NewJob::Email(NewEmail {
+        priority: None,
         expires_at: None,
         id: None,
         from: "a@b.c".into(),
@@ -68,6 +69,7 @@ async fn the_publisher_checks_jobs_with_the_worker_decoder_and_confirms() {
         other => panic!("expected Invalid, got {other:?}"),
     }
     let good = NewJob::Sms(NewSms {
+        priority: None,
         expires_at: None,
         id: Some("pub-1".into()),
         from: "B".into(),
@@ -590,6 +592,7 @@ async fn publishing_in_bulk_confirms_every_job_and_reports_each_refusal_in_place
     let jobs: Vec<NewJob> = (0..3000)
         .map(|i| {
             NewJob::Sms(NewSms {
+                priority: None,
                 expires_at: None,
                 id: Some(format!("bulk-{i}")),
                 from: "B".into(),

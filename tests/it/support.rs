@@ -132,6 +132,8 @@ type Responder = Arc<dyn Fn(&Call) -> Reply + Send + Sync>;
 
 struct FakeState {
     calls: Mutex<Vec<Call>>,
+    /// Calls recorded per recipient (a scan of `calls` is quadratic).
+    per_to: Mutex<std::collections::HashMap<String, usize>>,
     responder: Responder,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -175,6 +177,7 @@ impl FakeProvider {
         };
         let state = Arc::new(FakeState {
             calls: Mutex::new(Vec::new()),
+            per_to: Mutex::new(std::collections::HashMap::new()),
             responder: Arc::new(responder),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
@@ -332,14 +335,12 @@ async fn handle(
     };
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
-    call.nth = {
-        let calls = state.calls.lock().unwrap();
-        calls.iter().filter(|c| c.to() == to).count() + 1
-    };
+    call.nth = state.per_to.lock().unwrap().get(&to).copied().unwrap_or(0) + 1;
     let reply = (state.responder)(&call);
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
+    *state.per_to.lock().unwrap().entry(to).or_default() += 1;
     state.calls.lock().unwrap().push(call);
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
     let status = StatusCode::from_u16(reply.status).unwrap();
@@ -452,12 +453,12 @@ impl TestEnv {
 
     /// This environment's topology, with quorum queues.
     pub fn topology(&self) -> notify_worker::Topology {
-        notify_worker::Topology {
-            exchange: self.exchange.clone(),
-            email_queue: self.email_queue.clone(),
-            sms_queue: self.sms_queue.clone(),
-            queue_type: notify_worker::QueueType::Quorum,
-        }
+        notify_worker::Topology::new(
+            &self.exchange,
+            &self.email_queue,
+            &self.sms_queue,
+            notify_worker::QueueType::Quorum,
+        )
     }
 
     /// A fresh broker connection for publishing, after the old one died.
@@ -651,17 +652,27 @@ impl TestEnv {
     /// Deletes this test's queues, exchange and database.
     pub async fn cleanup(self) {
         let ch = self.amqp.create_channel().await.unwrap();
-        for q in [&self.email_queue, &self.sms_queue] {
+        // RabbitMQ deletes what does not exist without complaint.
+        for base in [&self.email_queue, &self.sms_queue] {
+            let shards = (0..8).map(|i| format!("{base}.{i}"));
+            for q in [base.clone(), format!("{base}.urgent")]
+                .into_iter()
+                .chain(shards)
+            {
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        }
+        for x in [
+            self.exchange.clone(),
+            format!("{}.email.shards", self.exchange),
+            format!("{}.sms.shards", self.exchange),
+        ] {
             let _ = ch
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
                 .await;
         }
-        let _ = ch
-            .exchange_delete(
-                self.exchange.as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await;
         let _ = self.amqp.close(200, "bye".into()).await;
         self.db.close().await;
         if let Ok(admin) = PgPoolOptions::new()

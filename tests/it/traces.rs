@@ -142,6 +142,7 @@ async fn the_producers_trace_reaches_the_exported_spans_and_the_provider() {
     let publisher = Publisher::connect(AMQP, &env.topology()).await.unwrap();
     let job = |id: &str, to: &str| {
         NewJob::Email(NewEmail {
+            priority: None,
             expires_at: None,
             id: Some(id.into()),
             from: "a@b.c".into(),

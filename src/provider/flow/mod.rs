@@ -204,10 +204,13 @@ impl Flow {
         self.in_flight < self.limit()
     }
 
-    /// May a call start now? `Go` takes a place in flight.
-    pub(crate) fn admit(&mut self, now: Instant) -> Admit {
-        if let Some(blocked) = self.blocked(now) {
-            return blocked;
+    /// May a call start now? `Go` takes a place in flight. An `urgent`
+    /// call takes one even over the limit (not past a `Retry-After`).
+    pub(crate) fn admit(&mut self, now: Instant, urgent: bool) -> Admit {
+        match self.blocked(now) {
+            Some(Admit::Full) if urgent => {}
+            Some(blocked) => return blocked,
+            None => {}
         }
         self.in_flight += 1;
         Admit::Go(Slot {

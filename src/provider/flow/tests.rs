@@ -14,7 +14,7 @@ fn flow(max_in_flight: usize, max_rate: Option<f64>) -> (Flow, Instant) {
 }
 
 fn go(f: &mut Flow, now: Instant) -> Slot {
-    match f.admit(now) {
+    match f.admit(now, false) {
         Admit::Go(slot) => slot,
         other => panic!("expected Go, got {other:?}"),
     }
@@ -46,7 +46,7 @@ fn unpaced_until_a_429_then_the_whole_provider_waits_out_retry_after() {
         t0 + 10 * MS,
     );
     // Everyone waits: new calls, and calls reserved before the 429.
-    assert_eq!(f.admit(t0 + S), Admit::Wait(t0 + 10 * MS + 2 * S));
+    assert_eq!(f.admit(t0 + S, false), Admit::Wait(t0 + 10 * MS + 2 * S));
     assert_eq!(f.ready(&mut late, t0 + S), Some(t0 + 10 * MS + 2 * S));
     // Answers of calls already under way stretch the wait, not the pace.
     let pace = f.pace();
@@ -57,9 +57,12 @@ fn unpaced_until_a_429_then_the_whole_provider_waits_out_retry_after() {
         t0 + 20 * MS,
     );
     assert_eq!(f.pace(), pace);
-    assert_eq!(f.admit(t0 + 2500 * MS), Admit::Wait(t0 + 20 * MS + 3 * S));
+    assert_eq!(
+        f.admit(t0 + 2500 * MS, false),
+        Admit::Wait(t0 + 20 * MS + 3 * S)
+    );
     assert!(f.ready(&mut late, t0 + 4 * S).is_none());
-    assert!(matches!(f.admit(t0 + 4 * S), Admit::Go(_)));
+    assert!(matches!(f.admit(t0 + 4 * S, false), Admit::Go(_)));
 }
 
 #[test]
@@ -133,7 +136,10 @@ fn calls_in_flight_grow_by_one_a_round_trip_and_shrink_on_429_timeout_and_latenc
     for _ in 0..8 {
         let _ = go(&mut f, t0);
     }
-    assert_eq!(f.admit(t0), Admit::Full);
+    assert_eq!(f.admit(t0, false), Admit::Full);
+    // An urgent call takes a place over the limit; a Retry-After still holds it.
+    assert!(matches!(f.admit(t0, true), Admit::Go(_)));
+    f.release();
     f.done(Outcome::NoAnswer { timeout: true }, t0);
     assert_eq!(f.limit(), 7, "x0.9 on a timeout");
     f.done(Outcome::NoAnswer { timeout: true }, t0 + 10 * MS);
