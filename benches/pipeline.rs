@@ -24,7 +24,11 @@
 //!     traces off, jobs carrying a `traceparent` (pipeline/traced.rs);
 //! (l) the delivery ledger: relay, worker with `--ledger off`, worker with
 //!     the ledger, same jobs, same run; CPU per job of each and of
-//!     PostgreSQL, and commits and ledger rows per job (pipeline/ledger.rs).
+//!     PostgreSQL, and commits and ledger rows per job (pipeline/ledger.rs);
+//! (m) shards: jobs/s and CPU per job of the worker and the broker with 1, 2
+//!     and 4 queues per channel (pipeline/scale.rs);
+//! (n) the urgent lane: latency of urgent jobs published while a backlog
+//!     drains, against jobs published at the same moments to the bulk lane.
 //!
 //! For profiling: `--only d` runs some scenarios; `BENCH_RUNS`, `BENCH_JOBS`,
 //! `BENCH_RSS_IN_FLIGHT=2000`, `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink
@@ -166,6 +170,8 @@ mod bulk;
 mod flow;
 #[path = "pipeline/ledger.rs"]
 mod ledger;
+#[path = "pipeline/scale.rs"]
+mod scale;
 #[path = "pipeline/thrift.rs"]
 mod thrift;
 #[path = "pipeline/traced.rs"]
@@ -204,6 +210,11 @@ struct Env {
 
 impl Env {
     async fn new(queue_type: QueueType) -> Self {
+        Self::sharded(queue_type, 1).await
+    }
+
+    /// With `shards` queues per channel (`--shards`).
+    async fn sharded(queue_type: QueueType, shards: u16) -> Self {
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let admin = PgPool::connect(ADMIN_DB).await.expect("postgres");
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -219,12 +230,15 @@ impl Env {
         let amqp = Connection::connect(AMQP, ConnectionProperties::default())
             .await
             .expect("rabbitmq");
-        let topology = Topology::new(
-            &format!("nw-bench-{suffix}"),
-            &format!("nw-bench-{suffix}.email"),
-            &format!("nw-bench-{suffix}.sms"),
-            queue_type,
-        );
+        let topology = Topology {
+            shards,
+            ..Topology::new(
+                &format!("nw-bench-{suffix}"),
+                &format!("nw-bench-{suffix}.email"),
+                &format!("nw-bench-{suffix}.sms"),
+                queue_type,
+            )
+        };
         declare(&amqp, &topology).await.unwrap();
         Self {
             suffix,
@@ -272,6 +286,10 @@ impl Env {
             let mut props = BasicProperties::default()
                 .with_content_type("application/json".into())
                 .with_delivery_mode(2);
+            if self.topology.shards > 1 {
+                // The consistent-hash exchange spreads by message_id.
+                props = props.with_message_id(format!("m{i}").into());
+            }
             if let Some(headers) = headers {
                 props = props.with_headers(headers);
             }
@@ -324,13 +342,25 @@ impl Env {
 
     async fn drop_all(self) {
         let ch = self.amqp.create_channel().await.unwrap();
-        for q in [&self.topology.email_queue, &self.topology.sms_queue] {
+        let t = &self.topology;
+        for c in notify_worker::Channel::ALL {
+            let shards = (0..t.shards).map(|i| t.shard_queue(c, i));
+            let queue = if c == notify_worker::Channel::Email {
+                &t.email_queue
+            } else {
+                &t.sms_queue
+            };
+            for q in [queue.clone(), t.urgent_queue(c)].into_iter().chain(shards) {
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
             let _ = ch
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .exchange_delete(t.shard_exchange(c).as_str().into(), Default::default())
                 .await;
         }
         let _ = ch
-            .exchange_delete(self.topology.exchange.as_str().into(), Default::default())
+            .exchange_delete(t.exchange.as_str().into(), Default::default())
             .await;
         let _ = self.amqp.close(200, "ok".into()).await;
         self.db.close().await;
@@ -725,7 +755,7 @@ async fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned()
-        .unwrap_or_else(|| "a,b,c,d,e,f,g,h,i,j,k".into());
+        .unwrap_or_else(|| "a,b,c,d,e,f,g,h,i,j,k,l,m,n".into());
     let run = |s: &str| {
         only.split(',')
             .any(|o| o == s || (s == "ab" && (o == "a" || o == "b")))
@@ -1163,5 +1193,49 @@ async fn main() {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+    if run("m") {
+        let n = sizes.jobs;
+        println!(
+            "\n| (m) {n} email jobs, instant provider, quorum | jobs/s | worker CPU per job | broker CPU per job |"
+        );
+        println!("|---|---|---|---|");
+        for shards in [1u16, 2, 4] {
+            let mut runs = Vec::new();
+            for _ in 0..sizes.runs {
+                runs.push(scale::shards(n, shards).await);
+            }
+            let us = |d: Duration| d.as_secs_f64() * 1e6;
+            println!(
+                "| NOTIFY_SHARDS={shards} | {:.0} ({}) | {:.0} us | {:.0} us |",
+                median(runs.iter().map(|r| r.jobs_per_sec).collect()),
+                fmt_runs(&runs.iter().map(|r| r.jobs_per_sec).collect::<Vec<_>>()),
+                median(runs.iter().map(|r| us(r.cpu_per_job)).collect()),
+                median(runs.iter().map(|r| us(r.broker_per_job)).collect()),
+            );
+        }
+    }
+    if run("n") {
+        let (n, probes) = (sizes.jobs, if smoke { 10 } else { 50 });
+        println!(
+            "\n| (n) {probes} probes a lane while {n} bulk jobs drain | p50 | p99 | max | bulk jobs still queued at the last urgent arrival |"
+        );
+        println!("|---|---|---|---|---|");
+        for _ in 0..sizes.runs {
+            let lanes = scale::urgent(n, probes).await;
+            for (name, v) in [("urgent lane", &lanes.urgent), ("bulk lane", &lanes.bulk)] {
+                println!(
+                    "| {name} | {:.0} ms | {:.0} ms | {:.0} ms | {} |",
+                    scale::quantile(v, 0.5),
+                    scale::quantile(v, 0.99),
+                    scale::quantile(v, 1.0),
+                    if name == "urgent lane" {
+                        lanes.backlog_left.to_string()
+                    } else {
+                        String::new()
+                    },
+                );
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::{
         metrics::Metrics,
     },
     pipeline::{Pipeline, Route},
-    provider::{Gate, ProviderClient, watch_key_file},
+    provider::{Fleet, Gate, ProviderClient, watch_key_file},
 };
 use backon::{ExponentialBuilder, Retryable};
 use std::{
@@ -87,7 +87,17 @@ impl Worker {
             DeadLetterStore::connect(url, &redact_url(url), Some(config.statement_timeout)).await?;
         let shutdown = CancellationToken::new();
         let route = |client: ProviderClient, flow| {
-            let gate = Gate::new(client.provider(), config.pause, flow, Arc::clone(&metrics));
+            let fleet = config.fleet_replicas.map(|replicas| Fleet {
+                pool: store.pool().clone(),
+                replicas,
+            });
+            let gate = Gate::new(
+                client.provider(),
+                config.pause,
+                flow,
+                Arc::clone(&metrics),
+                fleet,
+            );
             Route {
                 client,
                 gate: Arc::new(gate),

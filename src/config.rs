@@ -49,6 +49,9 @@ pub struct WorkerConfig {
     pub(crate) max_body_bytes: usize,
     /// The delivery ledger's policy; `None` when it is off.
     pub(crate) ledger: Option<LedgerPolicy>,
+    /// `NOTIFY_*_MAX_RPS` held by the fleet (through the database), with the
+    /// replicas expected to share it; `None`: held by each process.
+    pub(crate) fleet_replicas: Option<u32>,
     /// The operator console and API; `None` when no token is set.
     pub(crate) console: Option<ConsoleConfig>,
 }

@@ -17,6 +17,13 @@ use lapin::uri::AMQPUri;
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use tokio_util::sync::CancellationToken;
 
+/// Who a provider's fixed ceiling binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RateScope {
+    Process,
+    Fleet,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -173,6 +180,14 @@ pub struct RunArgs {
     /// Telnxo calls per second at most (unset: no ceiling). Per worker process.
     #[arg(long, env = "NOTIFY_TELNXO_MAX_RPS", value_name = "NOTIFY_TELNXO_MAX_RPS", value_parser = parse_rate)]
     pub telnxo_max_rps: Option<f64>,
+    /// Who `NOTIFY_*_MAX_RPS` binds: each `process`, or the whole `fleet`
+    /// (shared through PostgreSQL).
+    #[arg(long, env = "NOTIFY_RATE_SCOPE", value_name = "NOTIFY_RATE_SCOPE", value_enum, default_value_t = RateScope::Process)]
+    pub rate_scope: RateScope,
+    /// With `NOTIFY_RATE_SCOPE=fleet`: the replicas expected to share the
+    /// ceiling; each takes this share of it while the database is away.
+    #[arg(long, env = "NOTIFY_FLEET_REPLICAS", value_name = "NOTIFY_FLEET_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub fleet_replicas: u32,
     /// Delivery ledger (`deliveries` table): claim every job before its
     /// provider call and record its outcome, so no job is sent twice.
     #[arg(long, env = "NOTIFY_LEDGER", value_name = "NOTIFY_LEDGER", value_enum, default_value_t = Switch::On)]
@@ -309,6 +324,7 @@ impl TryFrom<RunArgs> for WorkerConfig {
                 retention_days: a.ledger_retention,
             }),
             console,
+            fleet_replicas: (a.rate_scope == RateScope::Fleet).then_some(a.fleet_replicas),
         })
     }
 }

@@ -4,6 +4,7 @@
 //! decisions are those modules'; this side waits, logs and exports them.
 
 use super::{
+    fleet::FleetCeiling,
     flow::{self, Admit as FlowAdmit, Change, Flow, FlowPolicy},
     pause::{Admit, Attempt, Event, Pause, PausePolicy, Verdict},
 };
@@ -57,6 +58,20 @@ impl Drop for Permit<'_> {
     }
 }
 
+/// Who a fixed ceiling binds.
+enum Ceiling {
+    Process(DefaultDirectRateLimiter),
+    Fleet(Arc<FleetCeiling>),
+}
+
+/// Sharing the ceiling with the fleet: the database and how many replicas
+/// split it while the database is away.
+#[derive(Debug, Clone)]
+pub(crate) struct Fleet {
+    pub(crate) pool: sqlx::PgPool,
+    pub(crate) replicas: u32,
+}
+
 /// One provider's gate.
 pub(crate) struct Gate {
     provider: Provider,
@@ -66,8 +81,8 @@ pub(crate) struct Gate {
     /// A place in flight came free: one waiter looks again.
     room: Notify,
     /// The fixed ceiling (`NOTIFY_*_MAX_RPS`), a guarantee on top of the
-    /// pace, which already keeps under it.
-    ceiling: Option<DefaultDirectRateLimiter>,
+    /// pace, which already keeps under it: this process's, or the fleet's.
+    ceiling: Option<Ceiling>,
     metrics: Arc<Metrics>,
 }
 
@@ -85,14 +100,26 @@ impl Gate {
         pause: PausePolicy,
         flow: FlowPolicy,
         metrics: Arc<Metrics>,
+        fleet: Option<Fleet>,
     ) -> Self {
         metrics.set_paused(provider, None);
         let now = Instant::now();
         let flow = Flow::new(flow, now);
         metrics.set_flow(provider, flow.limit(), flow.pace());
         // One call at a time: the ceiling holds over any second.
-        let ceiling = flow_ceiling(&flow)
-            .map(|rps| RateLimiter::direct(Quota::per_second(rps).allow_burst(NonZeroU32::MIN)));
+        let ceiling = match (flow.ceiling(), fleet) {
+            (Some(rate), Some(fleet)) => Some(Ceiling::Fleet(Arc::new(FleetCeiling::new(
+                provider,
+                fleet.pool,
+                rate,
+                fleet.replicas,
+            )))),
+            _ => flow_ceiling(&flow).map(|rps| {
+                Ceiling::Process(RateLimiter::direct(
+                    Quota::per_second(rps).allow_burst(NonZeroU32::MIN),
+                ))
+            }),
+        };
         Self {
             provider,
             door: Mutex::new(Door {
@@ -171,14 +198,18 @@ impl Gate {
                 () = shutdown.cancelled() => return None,
             }
         }
-        if let Some(ceiling) = &self.ceiling {
-            while let Err(not_until) = ceiling.check() {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = shutdown.cancelled() => return None,
+        match &self.ceiling {
+            Some(Ceiling::Process(ceiling)) => {
+                while let Err(not_until) = ceiling.check() {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = shutdown.cancelled() => return None,
+                    }
                 }
             }
+            Some(Ceiling::Fleet(fleet)) if !fleet.take(shutdown).await => return None,
+            Some(Ceiling::Fleet(_)) | None => {}
         }
         Some(permit)
     }
@@ -202,8 +233,13 @@ impl Gate {
         };
         self.room.notify_one();
         self.metrics.set_flow(self.provider, limit, pace);
-        if matches!(outcome, flow::Outcome::Throttled { .. }) {
+        if let flow::Outcome::Throttled { retry_after } = outcome {
             self.metrics.throttled(self.provider);
+            // The fleet holds its calls too, not only this replica.
+            if let (Some(wait), Some(Ceiling::Fleet(fleet))) = (retry_after, &self.ceiling) {
+                let fleet = Arc::clone(fleet);
+                tokio::spawn(async move { fleet.hold(wait).await });
+            }
         }
         if let Some(change) = change {
             self.announce_flow(change);

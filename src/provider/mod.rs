@@ -5,6 +5,7 @@
 mod body;
 mod client;
 mod connect;
+mod fleet;
 mod flow;
 mod gate;
 mod http1;
@@ -17,7 +18,7 @@ mod transport;
 pub use client::ClientError;
 pub(crate) use client::{Answer, ProviderClient, TraceHeaders};
 pub(crate) use flow::{FlowPolicy, Outcome as FlowOutcome};
-pub(crate) use gate::Gate;
+pub(crate) use gate::{Fleet, Gate};
 pub(crate) use keywatch::{KeyFile, spawn as watch_key_file};
 pub(crate) use pause::{Attempt, PausePolicy, Verdict};
 pub(crate) use state::ProviderState;

@@ -179,3 +179,48 @@ async fn urgent_jobs_overtake_a_queued_campaign() {
     worker.stop().await;
     env.cleanup().await;
 }
+
+/// Calls in the busiest one-second window, and calls a second overall.
+fn windows(mut at: Vec<std::time::Instant>) -> (usize, f64) {
+    at.sort();
+    let mut busiest = 0;
+    let mut lo = 0;
+    for hi in 0..at.len() {
+        while at[hi].duration_since(at[lo]) >= Duration::from_secs(1) {
+            lo += 1;
+        }
+        busiest = busiest.max(hi - lo + 1);
+    }
+    let span = at.last().unwrap().duration_since(at[0]).as_secs_f64();
+    (busiest, (at.len() - 1) as f64 / span)
+}
+
+#[tokio::test]
+async fn three_workers_hold_a_fleet_wide_ceiling_together() {
+    let env = TestEnv::new().await;
+    publish(&env.topology(), "fleet", 800, false).await;
+    let (email, sms) = (
+        FakeProvider::accepting().await,
+        FakeProvider::accepting().await,
+    );
+    let flags = [
+        "--telnxo-max-rps",
+        "100",
+        "--rate-scope",
+        "fleet",
+        "--fleet-replicas",
+        "3",
+    ];
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(env.worker(&email, &sms, &flags).await);
+    }
+    wait_sent(&env, "fleet", 800).await;
+    let (busiest, rate) = windows(sms.calls().iter().map(|c| c.at).collect());
+    assert!(busiest <= 110, "{busiest} calls in one second, ceiling 100");
+    assert!(rate >= 90.0, "{rate:.1} calls a second");
+    for w in workers {
+        w.stop().await;
+    }
+    env.cleanup().await;
+}

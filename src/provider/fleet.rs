@@ -1,0 +1,179 @@
+//! A provider's ceiling (`NOTIFY_*_MAX_RPS`) held by the whole fleet
+//! (`NOTIFY_RATE_SCOPE=fleet`) instead of by each process: one GCRA row per
+//! provider in PostgreSQL. A replica that needs calls claims a block of
+//! about 100 ms of them in one statement (no round trip per call) and
+//! spaces them itself; blocks never overlap, so the fleet stays at the
+//! ceiling over any second, give or take one block. A provider's
+//! `Retry-After` moves the row's hold for every replica. While the database
+//! is away each replica falls back to the ceiling divided by the replicas
+//! it expects (`NOTIFY_FLEET_REPLICAS`).
+
+use crate::domain::Provider;
+use governor::{
+    DefaultDirectRateLimiter, Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+};
+use sqlx::PgPool;
+use std::{
+    num::NonZeroU32,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+use tokio_util::sync::CancellationToken;
+
+/// What a block claim may wait for the database.
+const CLAIM_DEADLINE: Duration = Duration::from_secs(2);
+/// A block is this much time's worth of calls.
+const BLOCK: Duration = Duration::from_millis(100);
+
+/// The calls this replica has claimed and not yet made.
+#[derive(Debug)]
+struct Block {
+    next: Instant,
+    left: u32,
+}
+
+pub(crate) struct FleetCeiling {
+    provider: Provider,
+    pool: PgPool,
+    interval: Duration,
+    size: u32,
+    block: tokio::sync::Mutex<Block>,
+    /// The share of one replica while the database is away.
+    fallback: DefaultDirectRateLimiter,
+    degraded: AtomicBool,
+}
+
+impl std::fmt::Debug for FleetCeiling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetCeiling")
+            .field("provider", &self.provider)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FleetCeiling {
+    /// `rate` calls a second for the fleet; `replicas` share it while the
+    /// database is away.
+    pub(crate) fn new(provider: Provider, pool: PgPool, rate: f64, replicas: u32) -> Self {
+        let rate = rate.max(0.01);
+        let share = (rate / f64::from(replicas.max(1)))
+            .ceil()
+            .clamp(1.0, f64::from(u32::MAX));
+        let share = NonZeroU32::new(share as u32).unwrap_or(NonZeroU32::MIN);
+        Self {
+            provider,
+            pool,
+            interval: Duration::from_secs_f64(1.0 / rate),
+            size: ((rate * BLOCK.as_secs_f64()).round() as u32).max(1),
+            block: tokio::sync::Mutex::new(Block {
+                next: Instant::now(),
+                left: 0,
+            }),
+            fallback: RateLimiter::direct(Quota::per_second(share).allow_burst(NonZeroU32::MIN)),
+            degraded: AtomicBool::new(false),
+        }
+    }
+
+    /// Waits for this call's turn under the fleet's ceiling; `false` on
+    /// shutdown.
+    pub(crate) async fn take(&self, shutdown: &CancellationToken) -> bool {
+        let at = {
+            let mut block = self.block.lock().await;
+            let now = Instant::now();
+            // Turns that passed unused are not saved up (that would burst).
+            if block.left > 0 && block.next + self.interval < now {
+                block.left = 0;
+            }
+            if block.left == 0 {
+                match self.claim().await {
+                    Ok(start) => {
+                        self.recovered();
+                        *block = Block {
+                            next: start,
+                            left: self.size,
+                        };
+                    }
+                    Err(why) => {
+                        drop(block);
+                        self.degrade(&why);
+                        return self.fallback_turn(shutdown).await;
+                    }
+                }
+            }
+            let at = block.next;
+            block.next += self.interval;
+            block.left -= 1;
+            at
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(at.into()) => true,
+            () = shutdown.cancelled() => false,
+        }
+    }
+
+    /// Claims the next block; returns when its first call may go.
+    async fn claim(&self) -> Result<Instant, String> {
+        let secs = self.interval.as_secs_f64() * f64::from(self.size);
+        let claim = sqlx::query_scalar::<_, f64>(
+            "INSERT INTO provider_rates AS r (provider, tat) \
+             VALUES ($1, clock_timestamp() + make_interval(secs => $2)) \
+             ON CONFLICT (provider) DO UPDATE \
+             SET tat = greatest(r.tat, clock_timestamp(), r.hold_until) + make_interval(secs => $2) \
+             RETURNING extract(epoch FROM (r.tat - make_interval(secs => $2)) - clock_timestamp())::float8",
+        )
+        .bind(self.provider.as_str())
+        .bind(secs)
+        .fetch_one(&self.pool);
+        let asked = Instant::now();
+        match tokio::time::timeout(CLAIM_DEADLINE, claim).await {
+            // The start, as an offset from the database's clock, on ours.
+            Ok(Ok(offset)) => Ok(asked + Duration::from_secs_f64(offset.max(0.0))),
+            Ok(Err(e)) => Err(format!("the claim failed: {e}")),
+            Err(_) => Err(format!("no answer within {CLAIM_DEADLINE:?}")),
+        }
+    }
+
+    /// A provider's `Retry-After`: every replica holds its calls until then.
+    pub(crate) async fn hold(&self, wait: Duration) {
+        let held = sqlx::query(
+            "INSERT INTO provider_rates AS r (provider, hold_until) \
+             VALUES ($1, clock_timestamp() + make_interval(secs => $2)) \
+             ON CONFLICT (provider) DO UPDATE \
+             SET hold_until = greatest(r.hold_until, clock_timestamp() + make_interval(secs => $2))",
+        )
+        .bind(self.provider.as_str())
+        .bind(wait.as_secs_f64())
+        .execute(&self.pool);
+        let failed = match tokio::time::timeout(CLAIM_DEADLINE, held).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {CLAIM_DEADLINE:?}"),
+        };
+        tracing::debug!(provider = %self.provider, error = %failed, "could not share a Retry-After with the fleet");
+    }
+
+    async fn fallback_turn(&self, shutdown: &CancellationToken) -> bool {
+        while let Err(not_until) = self.fallback.check() {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => return false,
+            }
+        }
+        true
+    }
+
+    fn degrade(&self, why: &str) {
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(provider = %self.provider, %why, "fleet-wide ceiling unavailable (database): holding this replica to its share, the ceiling / NOTIFY_FLEET_REPLICAS");
+        }
+    }
+
+    fn recovered(&self) {
+        if self.degraded.swap(false, Ordering::Relaxed) {
+            tracing::info!(provider = %self.provider, "fleet-wide ceiling shared through the database again");
+        }
+    }
+}
