@@ -924,3 +924,57 @@ async fn a_publish_waits_for_its_confirm_no_longer_than_the_timeout() {
     proxy.freeze(false);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn with_the_database_down_a_fleet_ceiling_falls_back_to_each_replicas_share() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::new().await;
+    let (email, sms) = (
+        FakeProvider::accepting().await,
+        FakeProvider::accepting().await,
+    );
+    // Ledger off: with it on, a database away holds every send (its default).
+    let flags = [
+        "--ledger",
+        "off",
+        "--telnxo-max-rps",
+        "100",
+        "--rate-scope",
+        "fleet",
+        "--fleet-replicas",
+        "2",
+    ];
+    let workers = [
+        env.worker(&email, &sms, &flags).await,
+        env.worker(&email, &sms, &flags).await,
+    ];
+    let restore = Restore("postgres");
+    pg("stop");
+    for i in 0..300 {
+        env.publish("sms", &sms_job(&format!("f-{i}"), &format!("+91970{i:07}")))
+            .await;
+    }
+    sms.wait_calls(300).await;
+    pg("start");
+    drop(restore);
+    let mut at: Vec<Instant> = sms.calls().iter().map(|c| c.at).collect();
+    at.sort();
+    let mut busiest = 0;
+    let mut lo = 0;
+    for hi in 0..at.len() {
+        while at[hi].duration_since(at[lo]) >= Duration::from_secs(1) {
+            lo += 1;
+        }
+        busiest = busiest.max(hi - lo + 1);
+    }
+    // Two replicas at half the ceiling each, the fleet at the ceiling.
+    assert!(
+        busiest <= 110,
+        "{busiest} calls in one second with the database away"
+    );
+    assert!(busiest >= 60, "{busiest}: both replicas sent their share");
+    for w in workers {
+        w.stop().await;
+    }
+    env.cleanup().await;
+}

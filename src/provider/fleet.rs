@@ -26,11 +26,18 @@ const CLAIM_DEADLINE: Duration = Duration::from_secs(2);
 /// A block is this much time's worth of calls.
 const BLOCK: Duration = Duration::from_millis(100);
 
+/// After a failed claim, how long the fallback share is used before the
+/// database is asked again (a claim to a database that is away can take
+/// the whole deadline, and every caller would wait it out).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
 /// The calls this replica has claimed and not yet made.
 #[derive(Debug)]
 struct Block {
     next: Instant,
     left: u32,
+    /// Until then the database is not asked: the fallback share applies.
+    degraded_until: Option<Instant>,
 }
 
 pub(crate) struct FleetCeiling {
@@ -70,6 +77,7 @@ impl FleetCeiling {
             block: tokio::sync::Mutex::new(Block {
                 next: Instant::now(),
                 left: 0,
+                degraded_until: None,
             }),
             fallback: RateLimiter::direct(Quota::per_second(share).allow_burst(NonZeroU32::MIN)),
             degraded: AtomicBool::new(false),
@@ -87,15 +95,21 @@ impl FleetCeiling {
                 block.left = 0;
             }
             if block.left == 0 {
+                if block.degraded_until.is_some_and(|until| until > now) {
+                    drop(block);
+                    return self.fallback_turn(shutdown).await;
+                }
                 match self.claim().await {
                     Ok(start) => {
                         self.recovered();
                         *block = Block {
                             next: start,
                             left: self.size,
+                            degraded_until: None,
                         };
                     }
                     Err(why) => {
+                        block.degraded_until = Some(Instant::now() + RETRY_AFTER_FAILURE);
                         drop(block);
                         self.degrade(&why);
                         return self.fallback_turn(shutdown).await;
