@@ -28,7 +28,9 @@
 //! (m) shards: jobs/s and CPU per job of the worker and the broker with 1, 2
 //!     and 4 queues per channel (pipeline/scale.rs);
 //! (n) the urgent lane: latency of urgent jobs published while a backlog
-//!     drains, against jobs published at the same moments to the bulk lane.
+//!     drains, against jobs published at the same moments to the bulk lane;
+//! (o) as (g), against a provider counting calls in fixed one-second
+//!     windows (pipeline/flow.rs).
 //!
 //! For profiling: `--only d` runs some scenarios; `BENCH_RUNS`, `BENCH_JOBS`,
 //! `BENCH_RSS_IN_FLIGHT=2000`, `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink
@@ -755,7 +757,7 @@ async fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned()
-        .unwrap_or_else(|| "a,b,c,d,e,f,g,h,i,j,k,l,m,n".into());
+        .unwrap_or_else(|| "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o".into());
     let run = |s: &str| {
         only.split(',')
             .any(|o| o == s || (s == "ab" && (o == "a" || o == "b")))
@@ -953,17 +955,30 @@ async fn main() {
             println!("| {http} | {} |", cells.join(" | "));
         }
     }
-    if run("g") {
+    for (scenario, fixed) in [("g", false), ("o", true)] {
+        if !run(scenario) {
+            continue;
+        }
         println!(
-            "\n| (g) provider allowing L calls/s per API, 20 ms, quorum | workers | deliveries/s per API, share of L (email, sms) | 429s after the first 2 s | dead letters |"
+            "\n| ({scenario}) provider allowing L calls/s per API{}, 20 ms, quorum | workers | deliveries/s per API, share of L (email, sms) | 429s after the first 2 s | dead letters |",
+            if fixed { " in fixed 1 s windows" } else { "" }
         );
         println!("|---|---|---|---|---|");
-        for (rate, per_api) in sizes.limits.clone() {
+        // (o) at the L = 100.
+        let limits = match (fixed, smoke) {
+            (true, false) => vec![(100.0, 3000)],
+            _ => sizes.limits.clone(),
+        };
+        for (rate, per_api) in limits {
             for workers in [1, 3] {
                 let (mut shares, mut late, mut rows) = (Vec::new(), Vec::new(), 0);
                 for _ in 0..sizes.runs {
                     let env = Env::new(QueueType::Quorum).await;
-                    let apis = flow::rate_limited(&env, rate, per_api, workers).await;
+                    let apis = if fixed {
+                        flow::fixed_window(&env, rate, per_api, workers).await
+                    } else {
+                        flow::rate_limited(&env, rate, per_api, workers).await
+                    };
                     env.drop_all().await;
                     for api in apis {
                         shares.push(api.share);

@@ -14,6 +14,9 @@ pub(crate) enum Behaviour {
     /// Allows `rate` calls a second per API (a token bucket holding a
     /// second's worth), 429 with `Retry-After: 1` beyond.
     RateLimited { rate: f64 },
+    /// Allows `rate` calls per API in each fixed one-second window of the
+    /// fake's clock, 429 with `Retry-After: 1` beyond.
+    FixedWindow { rate: f64 },
     /// 503 without `Retry-After` until `until`, then 200.
     DownUntil { until: Instant },
 }
@@ -22,6 +25,10 @@ pub(crate) enum Behaviour {
 struct Api {
     tokens: f64,
     last: Instant,
+    /// The fixed window now, and calls taken in it.
+    window: u64,
+    used: f64,
+    born: Instant,
     answers: Vec<(Instant, u16)>,
 }
 
@@ -38,11 +45,14 @@ impl FlowFake {
             Mutex::new(Api {
                 tokens,
                 last: now,
+                window: 0,
+                used: 0.0,
+                born: now,
                 answers: Vec::with_capacity(100_000),
             })
         };
         let full = match behaviour {
-            Behaviour::RateLimited { rate } => rate,
+            Behaviour::RateLimited { rate } | Behaviour::FixedWindow { rate } => rate,
             Behaviour::DownUntil { .. } => 0.0,
         };
         let state = Arc::new(Self {
@@ -82,6 +92,19 @@ impl FlowFake {
                 a.last = now;
                 if a.tokens >= 1.0 {
                     a.tokens -= 1.0;
+                    200
+                } else {
+                    429
+                }
+            }
+            Behaviour::FixedWindow { rate } => {
+                let window = (now - a.born).as_secs();
+                if window != a.window {
+                    a.window = window;
+                    a.used = 0.0;
+                }
+                if a.used + 1.0 <= rate {
+                    a.used += 1.0;
                     200
                 } else {
                     429
@@ -135,8 +158,27 @@ pub(crate) async fn rate_limited(
     per_api: usize,
     workers: usize,
 ) -> [Limited; 2] {
-    let (url, fake) =
-        FlowFake::start(Behaviour::RateLimited { rate }, Duration::from_millis(20)).await;
+    limited(env, Behaviour::RateLimited { rate }, rate, per_api, workers).await
+}
+
+/// (o) the same against fixed one-second windows.
+pub(crate) async fn fixed_window(
+    env: &Env,
+    rate: f64,
+    per_api: usize,
+    workers: usize,
+) -> [Limited; 2] {
+    limited(env, Behaviour::FixedWindow { rate }, rate, per_api, workers).await
+}
+
+async fn limited(
+    env: &Env,
+    behaviour: Behaviour,
+    rate: f64,
+    per_api: usize,
+    workers: usize,
+) -> [Limited; 2] {
+    let (url, fake) = FlowFake::start(behaviour, Duration::from_millis(20)).await;
     let mut running = Vec::new();
     for _ in 0..workers {
         running.push(env.worker(&url, 100, 1, &[]).await);

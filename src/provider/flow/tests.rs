@@ -98,21 +98,40 @@ fn the_pace_after_a_429_is_95_percent_of_what_the_provider_took_and_sends_are_sp
 }
 
 #[test]
-fn without_history_the_pace_starts_from_what_was_taken_and_grows_threefold_a_second() {
+fn without_history_the_first_pace_is_what_was_taken_and_a_later_one_grows_threefold() {
     let (mut f, t0) = flow(1000, None);
-    // The first burst: five taken at once, then a 429.
+    // The first burst: five taken at once, then a 429: 95 % of what was
+    // taken, cruising.
     answer(&mut f, 5, t0, MS);
-    f.done(
-        Outcome::Throttled {
-            retry_after: Some(S),
-        },
-        t0 + 5 * MS,
-    );
-    assert_eq!(f.pace(), Some(5.0));
+    let retry = Outcome::Throttled {
+        retry_after: Some(S),
+    };
+    f.done(retry, t0 + 5 * MS);
+    assert_eq!(f.pace(), Some(4.75));
     let resume = t0 + 5 * MS + S;
-    answer(&mut f, 30, resume, S);
+    answer(&mut f, 5, resume, S);
     let pace = f.pace().unwrap();
-    assert!((12.0..=16.0).contains(&pace), "{pace} after a second");
+    assert!(
+        (4.75..4.9).contains(&pace),
+        "{pace} a second later: cruising"
+    );
+    // Another flow: a 429 again right after the resume, too soon to
+    // estimate from: the pace is cut, then grows threefold a second.
+    let (mut f, t0) = flow(1000, None);
+    answer(&mut f, 5, t0, MS);
+    f.done(retry, t0 + 5 * MS);
+    let resume = t0 + 5 * MS + S;
+    answer(&mut f, 1, resume + 10 * MS, MS);
+    f.done(retry, resume + 20 * MS);
+    assert!(
+        (f.pace().unwrap() - 0.8 * 4.75).abs() < 1e-9,
+        "{:?}",
+        f.pace()
+    );
+    let resume = resume + 20 * MS + S;
+    answer(&mut f, 30, resume, S);
+    let grown = f.pace().unwrap() / (0.8 * 4.75);
+    assert!((2.5..=3.5).contains(&grown), "x{grown} after a second");
     // A minute without a 429 lifts pacing.
     answer(&mut f, 2, resume + 61 * S, S);
     assert_eq!(f.pace(), None);

@@ -1,0 +1,179 @@
+//! Flow control against simulated providers, in virtual time: the gate's
+//! loop (admit, wait for the reserved send time, call, record) and a
+//! provider that answers after a fixed latency. Shows what share of a
+//! provider's allowance the worker uses, and how many 429s it draws.
+
+use super::*;
+
+/// A simulated provider: accepts a call made `at` into the run, or not
+/// (429 with `Retry-After: 1`).
+trait Limit {
+    fn answer(&mut self, at: Duration) -> bool;
+}
+
+/// A token bucket holding one second's worth, refilled at `rate`.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    last: Duration,
+}
+
+impl Limit for Bucket {
+    fn answer(&mut self, at: Duration) -> bool {
+        self.tokens = (self.tokens + (at - self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = at;
+        let ok = self.tokens >= 1.0;
+        if ok {
+            self.tokens -= 1.0;
+        }
+        ok
+    }
+}
+
+/// A provider counting calls in fixed one-second windows (starting at
+/// `phase` into the run), 429 with `Retry-After: 1` past `allow`.
+struct FixedWindow {
+    allow: u32,
+    phase: Duration,
+    window: u64,
+    used: u32,
+}
+
+impl Limit for FixedWindow {
+    fn answer(&mut self, at: Duration) -> bool {
+        let window = (at + self.phase).as_secs();
+        if window != self.window {
+            self.window = window;
+            self.used = 0;
+        }
+        self.used += 1;
+        self.used <= self.allow
+    }
+}
+
+/// Share of the allowance used after the first `warm` seconds, and the
+/// share of calls answered 429 then.
+pub(super) fn fixed_window(allow: u32, phase: Duration, secs: u64, warm: u64) -> (f64, f64) {
+    let provider = FixedWindow {
+        allow,
+        phase,
+        window: u64::MAX,
+        used: 0,
+    };
+    run(provider, f64::from(allow), secs, warm)
+}
+
+/// The same against a token bucket allowing `rate` a second.
+pub(super) fn bucket(rate: f64, secs: u64, warm: u64) -> (f64, f64) {
+    let provider = Bucket {
+        rate,
+        tokens: rate,
+        last: Duration::ZERO,
+    };
+    run(provider, rate, secs, warm)
+}
+
+fn run(mut provider: impl Limit, allow: f64, secs: u64, warm: u64) -> (f64, f64) {
+    let t0 = Instant::now();
+    let latency = Duration::from_millis(20);
+    let mut flow = Flow::new(
+        FlowPolicy {
+            max_in_flight: 100,
+            max_rate: None,
+            retry_after_cap: Duration::from_secs(60),
+        },
+        t0,
+    );
+    let mut reserved: Vec<Slot> = Vec::new();
+    let mut answers: Vec<(Instant, bool)> = Vec::new();
+    let (mut ok, mut refused) = (0u64, 0u64);
+    let tick = Duration::from_millis(1);
+    let mut now = t0;
+    while now < t0 + Duration::from_secs(secs) {
+        now += tick;
+        let counting = now >= t0 + Duration::from_secs(warm);
+        answers.retain(|(at, accepted)| {
+            if *at > now {
+                return true;
+            }
+            let outcome = if *accepted {
+                Outcome::Answered { rtt: latency }
+            } else {
+                Outcome::Throttled {
+                    retry_after: Some(Duration::from_secs(1)),
+                }
+            };
+            let before = flow.pace();
+            flow.done(outcome, now);
+            // `SIM_TRACE=1 cargo test --lib sim -- --nocapture` shows each 429.
+            if !*accepted && std::env::var_os("SIM_TRACE").is_some() {
+                println!(
+                    "{:.3}s 429: pace {before:?} -> {:?}, limit {}",
+                    (now - t0).as_secs_f64(),
+                    flow.pace(),
+                    flow.limit()
+                );
+            }
+            false
+        });
+        while let Admit::Go(slot) = flow.admit(now, false) {
+            reserved.push(slot);
+        }
+        let mut i = 0;
+        while i < reserved.len() {
+            if flow.ready(&mut reserved[i], now).is_none() {
+                reserved.swap_remove(i);
+                let accepted = provider.answer(now - t0);
+                if counting {
+                    if accepted {
+                        ok += 1;
+                    } else {
+                        refused += 1;
+                    }
+                }
+                answers.push((now + latency, accepted));
+            } else {
+                i += 1;
+            }
+        }
+    }
+    let span = (secs - warm) as f64;
+    (
+        ok as f64 / span / allow,
+        refused as f64 / (ok + refused).max(1) as f64,
+    )
+}
+
+/// Where flow control stands against fixed windows (issue 20 asks 90 %
+/// with at most 5 % 429s; the benchmark's (o) measures 79 % end to end):
+/// a floor, so a change that loses ground fails here, in virtual time,
+/// deterministically. Measured at the time of writing: 0.857, 0.872 and
+/// 0.919 of the allowance, 0.4 %, 0.2 % and 0.1 % 429s.
+#[test]
+fn a_fixed_window_provider_is_used_at_85_percent_or_more_with_few_429s() {
+    for phase_ms in [0, 370, 800] {
+        let (share, throttled) = fixed_window(100, Duration::from_millis(phase_ms), 60, 5);
+        println!("phase {phase_ms} ms: share {share:.3}, 429s {throttled:.3}");
+        assert!(
+            share >= 0.85,
+            "phase {phase_ms} ms: {share:.3} of the allowance"
+        );
+        assert!(
+            throttled <= 0.01,
+            "phase {phase_ms} ms: {throttled:.3} 429s"
+        );
+    }
+}
+
+/// Against a token bucket of one second's depth (benchmark (g)'s fake).
+/// Measured when written: 1.000, 1.002, 1.012 (the bucket's first second
+/// counts), 0.0 % to 0.1 % 429s.
+#[test]
+fn a_token_bucket_provider_is_used_at_95_percent_or_more_with_few_429s() {
+    for rate in [50.0, 100.0, 500.0] {
+        let (share, throttled) = bucket(rate, 60, 5);
+        println!("bucket {rate}/s: share {share:.3}, 429s {throttled:.3}");
+        assert!(share >= 0.95, "{rate}/s: {share:.3} of the allowance");
+        assert!(throttled <= 0.05, "{rate}/s: {throttled:.3} 429s");
+    }
+}
