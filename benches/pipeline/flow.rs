@@ -192,6 +192,18 @@ async fn limited(
         w.stop().await;
     }
     let rows = env.rows().await;
+    // `BENCH_TIMELINE=1`: calls taken and refused per second, email API.
+    if std::env::var_os("BENCH_TIMELINE").is_some() {
+        let answers = fake.answers(0);
+        let first = answers.iter().map(|(t, _)| *t).min();
+        let mut seconds = std::collections::BTreeMap::<u64, (u32, u32)>::new();
+        for (t, status) in &answers {
+            let s = first.map_or(0, |f| t.duration_since(f).as_secs());
+            let e = seconds.entry(s).or_default();
+            if *status == 200 { e.0 += 1 } else { e.1 += 1 }
+        }
+        eprintln!("second: taken/refused {seconds:?}");
+    }
     [0, 1].map(|api| {
         let answers = fake.answers(api);
         let mut sent: Vec<Instant> = answers

@@ -144,22 +144,22 @@ fn run(mut provider: impl Limit, allow: f64, secs: u64, warm: u64) -> (f64, f64)
     )
 }
 
-/// Where flow control stands against fixed windows (issue 20 asks 90 %
-/// with at most 5 % 429s; the benchmark's (o) measures 79 % end to end):
-/// a floor, so a change that loses ground fails here, in virtual time,
-/// deterministically. Measured at the time of writing: 0.857, 0.872 and
-/// 0.919 of the allowance, 0.4 %, 0.2 % and 0.1 % 429s.
+/// Against fixed windows, in virtual time, deterministically, at three
+/// window phases. Measured when written: 0.922, 0.924 and 0.923 of the
+/// allowance, 0.0 % to 0.1 % 429s (0.857, 0.872, 0.919 before the first
+/// 429 set a cruising pace instead of a slow start). The simulation is
+/// kinder than a real run: benchmark (o) end to end reaches about 80 %.
 #[test]
-fn a_fixed_window_provider_is_used_at_85_percent_or_more_with_few_429s() {
+fn a_fixed_window_provider_is_used_at_90_percent_or_more_with_few_429s() {
     for phase_ms in [0, 370, 800] {
         let (share, throttled) = fixed_window(100, Duration::from_millis(phase_ms), 60, 5);
         println!("phase {phase_ms} ms: share {share:.3}, 429s {throttled:.3}");
         assert!(
-            share >= 0.85,
+            share >= 0.9,
             "phase {phase_ms} ms: {share:.3} of the allowance"
         );
         assert!(
-            throttled <= 0.01,
+            throttled <= 0.05,
             "phase {phase_ms} ms: {throttled:.3} 429s"
         );
     }
