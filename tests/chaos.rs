@@ -957,16 +957,7 @@ async fn with_the_database_down_a_fleet_ceiling_falls_back_to_each_replicas_shar
     sms.wait_calls(300).await;
     pg("start");
     drop(restore);
-    let mut at: Vec<Instant> = sms.calls().iter().map(|c| c.at).collect();
-    at.sort();
-    let mut busiest = 0;
-    let mut lo = 0;
-    for hi in 0..at.len() {
-        while at[hi].duration_since(at[lo]) >= Duration::from_secs(1) {
-            lo += 1;
-        }
-        busiest = busiest.max(hi - lo + 1);
-    }
+    let (busiest, _) = windows(sms.calls().iter().map(|c| c.at).collect());
     // Two replicas at half the ceiling each, the fleet at the ceiling.
     assert!(
         busiest <= 110,

@@ -7,7 +7,7 @@ use super::{
     auth::Caller,
     mask,
     params::{self, BadParam, FilterParams, MAX_GROUPS},
-    replay::Start,
+    replay::{Progress, Start},
     views::{self, DeadLetterView, DeliveryView},
 };
 use crate::{
@@ -169,14 +169,7 @@ pub(super) async fn replay(
         }
         (f, p.describe())
     } else {
-        let ids = params::ids(
-            req.ids
-                .iter()
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .iter()
-                .map(String::as_str),
-        )?;
+        let ids = params::checked_ids(req.ids)?;
         let selection = format!("{} selected dead letter(s)", ids.len());
         (
             Filter {
@@ -203,22 +196,14 @@ pub(super) async fn replay(
                 .into_response(),
         );
     }
-    let started = c
-        .replays
-        .start(Start {
-            filter,
-            total: count,
-            rate,
-            selection,
-            started_by: caller.label(),
-        })
-        .ok_or_else(|| {
-            Failure::Busy(format!(
-                "{} replays are running; wait for one to end",
-                super::replay::MAX_RUNNING
-            ))
-        })?;
-    tracing::info!(replay = started.id, count, rate, by = caller.label(), selection = %started.selection, "replay started from the API");
+    let start = Start {
+        filter,
+        total: count,
+        rate,
+        selection,
+        started_by: caller.label(),
+    };
+    let started = c.start_replay(start, "the API")?;
     let location = format!("/api/v1/replays/{}", started.id);
     Ok((
         StatusCode::ACCEPTED,
@@ -229,6 +214,20 @@ pub(super) async fn replay(
 }
 
 impl Console {
+    /// Starts a background replay and logs who started it from `from`;
+    /// refused (429) while [`super::replay::MAX_RUNNING`] run.
+    pub(super) fn start_replay(&self, start: Start, from: &str) -> Result<Progress, Failure> {
+        let (count, rate, by) = (start.total, start.rate, start.started_by);
+        let started = self.replays.start(start).ok_or_else(|| {
+            Failure::Busy(format!(
+                "{} replays are running; wait for one to end",
+                super::replay::MAX_RUNNING
+            ))
+        })?;
+        tracing::info!(replay = started.id, count, rate, by, selection = %started.selection, from, "replay started");
+        Ok(started)
+    }
+
     /// Logs and counts an explicit reveal of personal data.
     pub(super) fn revealed(&self, caller: &Caller, what: &str, id: &str) {
         self.metrics.console_reveal();

@@ -4,7 +4,10 @@
 //! token), so every replica accepts them and rotating the token ends every
 //! session. Comparisons are constant-time; the token is never logged.
 
-use crate::domain::ApiKey;
+use crate::{
+    domain::ApiKey,
+    ops::filewatch::{self, Seen},
+};
 use axum::http::{HeaderMap, header};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
@@ -213,32 +216,22 @@ pub(crate) fn watch_file(
     every: Duration,
     shutdown: CancellationToken,
 ) {
-    tokio::spawn(async move {
-        let mut last = tokio::fs::read(&path).await.ok();
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.cancelled() => return,
-            }
-            let Ok(content) = tokio::fs::read(&path).await else {
-                continue;
-            };
-            if last.as_deref() == Some(&content[..]) {
-                continue;
-            }
-            last = Some(content.clone());
+    let shown = path.display().to_string();
+    filewatch::spawn(path, every, shutdown, move |seen| match seen {
+        Seen::Unreadable(e) => {
+            tracing::warn!(path = %shown, error = %e, "console token file unreadable; keeping the current token");
+        }
+        Seen::Changed(content) => {
             match parse_token(
                 &String::from_utf8_lossy(&content),
                 "NOTIFY_CONSOLE_TOKEN_FILE",
             ) {
                 Ok(key) => {
                     token.set(key);
-                    tracing::info!(path = %path.display(), "console token replaced from its file; earlier sessions ended");
+                    tracing::info!(path = %shown, "console token replaced from its file; earlier sessions ended");
                 }
                 Err(reason) => {
-                    tracing::error!(path = %path.display(), %reason, "new console token refused; keeping the current one");
+                    tracing::error!(path = %shown, %reason, "new console token refused; keeping the current one");
                 }
             }
         }

@@ -266,22 +266,14 @@ pub(super) async fn replay(
         let text = "The selected dead letters are no longer open.";
         return Ok(html::message("Nothing to replay", text).into_response());
     }
-    let started = c
-        .replays
-        .start(Start {
-            filter,
-            total: count,
-            rate,
-            selection: words,
-            started_by: caller.label(),
-        })
-        .ok_or_else(|| {
-            Failure::Busy(format!(
-                "{} replays are running; wait for one to end",
-                super::replay::MAX_RUNNING
-            ))
-        })?;
-    tracing::info!(replay = started.id, count, rate, by = caller.label(), selection = %started.selection, "replay started from the console");
+    let start = Start {
+        filter,
+        total: count,
+        rate,
+        selection: words,
+        started_by: caller.label(),
+    };
+    let started = c.start_replay(start, "the console")?;
     Ok(Redirect::to(&format!("/console/replays/{}", started.id)).into_response())
 }
 

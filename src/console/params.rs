@@ -192,22 +192,32 @@ impl FilterParams {
     }
 }
 
-/// Dead-letter ids, bounded.
+/// Dead-letter ids given as text (a form's fields), bounded.
 pub(crate) fn ids<'a>(given: impl IntoIterator<Item = &'a str>) -> Result<Vec<i64>, BadParam> {
     let mut ids = Vec::new();
     for s in given {
         if ids.len() == MAX_IDS {
-            return Err(BadParam(format!("at most {MAX_IDS} ids at once")));
+            return Err(too_many_ids());
         }
-        ids.push(
-            s.trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| {
-                    BadParam("`ids` must be dead-letter ids (positive numbers)".into())
-                })?,
-        );
+        // Not a number: 0, which `checked_ids` refuses.
+        ids.push(s.trim().parse::<i64>().unwrap_or(0));
+    }
+    checked_ids(ids)
+}
+
+fn too_many_ids() -> BadParam {
+    BadParam(format!("at most {MAX_IDS} ids at once"))
+}
+
+/// Dead-letter ids: at most [`MAX_IDS`], each positive; sorted, once each.
+pub(crate) fn checked_ids(mut ids: Vec<i64>) -> Result<Vec<i64>, BadParam> {
+    if ids.len() > MAX_IDS {
+        return Err(too_many_ids());
+    }
+    if ids.iter().any(|id| *id <= 0) {
+        return Err(BadParam(
+            "`ids` must be dead-letter ids (positive numbers)".into(),
+        ));
     }
     ids.sort_unstable();
     ids.dedup();

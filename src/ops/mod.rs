@@ -2,6 +2,7 @@
 //! logging and the shutdown signal.
 
 pub(crate) mod admin;
+pub(crate) mod filewatch;
 mod held;
 pub(crate) mod metrics;
 pub(crate) mod shutdown;

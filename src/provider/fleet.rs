@@ -49,6 +49,8 @@ pub(crate) struct FleetCeiling {
     /// The share of one replica while the database is away.
     fallback: DefaultDirectRateLimiter,
     degraded: AtomicBool,
+    /// The hold last shared: the 429s of one burst share it once.
+    shared_until: std::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for FleetCeiling {
@@ -81,6 +83,7 @@ impl FleetCeiling {
             }),
             fallback: RateLimiter::direct(Quota::per_second(share).allow_burst(NonZeroU32::MIN)),
             degraded: AtomicBool::new(false),
+            shared_until: std::sync::Mutex::new(None),
         }
     }
 
@@ -149,6 +152,18 @@ impl FleetCeiling {
         }
     }
 
+    /// Whether a `Retry-After` of `wait` moves the shared hold (by more
+    /// than a block); the other 429s of the same burst need no statement.
+    pub(crate) fn extends_hold(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        let mut shared = self.shared_until.lock().unwrap_or_else(|e| e.into_inner());
+        if shared.is_some_and(|s| until <= s + BLOCK) {
+            return false;
+        }
+        *shared = Some(until);
+        true
+    }
+
     /// A provider's `Retry-After`: every replica holds its calls until then.
     pub(crate) async fn hold(&self, wait: Duration) {
         let held = sqlx::query(
@@ -189,5 +204,33 @@ impl FleetCeiling {
         if self.degraded.swap(false, Ordering::Relaxed) {
             tracing::info!(provider = %self.provider, "fleet-wide ceiling shared through the database again");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deadletter::testdb::TestDb;
+
+    #[tokio::test]
+    async fn replicas_claim_blocks_that_never_overlap_and_share_a_retry_after() {
+        let db = TestDb::new().await;
+        let pool = db.store.pool().clone();
+        let a = FleetCeiling::new(Provider::Telnxo, pool.clone(), 100.0, 2);
+        let b = FleetCeiling::new(Provider::Telnxo, pool, 100.0, 2);
+        assert_eq!(a.size, 10, "100 ms of calls at 100/s");
+        // Back to back, each block starts where the other's ends.
+        let first = a.claim().await.expect("claim");
+        let second = b.claim().await.expect("claim");
+        let gap = second.saturating_duration_since(first);
+        assert!(gap >= Duration::from_millis(95), "blocks overlap: {gap:?}");
+        // A's 429 holds B's next block; the rest of A's burst states nothing.
+        assert!(a.extends_hold(Duration::from_secs(2)));
+        a.hold(Duration::from_secs(2)).await;
+        assert!(!a.extends_hold(Duration::from_secs(2)));
+        let held = b.claim().await.expect("claim");
+        let wait = held.saturating_duration_since(Instant::now());
+        assert!(wait >= Duration::from_millis(1500), "B waits {wait:?}");
+        db.drop().await;
     }
 }

@@ -236,7 +236,9 @@ impl Gate {
         if let flow::Outcome::Throttled { retry_after } = outcome {
             self.metrics.throttled(self.provider);
             // The fleet holds its calls too, not only this replica.
-            if let (Some(wait), Some(Ceiling::Fleet(fleet))) = (retry_after, &self.ceiling) {
+            if let (Some(wait), Some(Ceiling::Fleet(fleet))) = (retry_after, &self.ceiling)
+                && fleet.extends_hold(wait)
+            {
                 let fleet = Arc::clone(fleet);
                 tokio::spawn(async move { fleet.hold(wait).await });
             }

@@ -1,14 +1,14 @@
-//! Key rotation: a key given as a file is re-read when the file changes.
-//!
-//! Kubernetes updates a secret volume by swapping a `..data` symlink, which
-//! file-event watchers miss or report oddly; polling the content is simple
-//! and catches every form of update. A malformed new key is refused and the
+//! Key rotation: a key given as a file is re-read when the file changes
+//! (polled, see `ops::filewatch`). A malformed new key is refused and the
 //! old one kept.
 
 use super::{ProviderClient, gate::Gate};
 use crate::{
     domain::ApiKey,
-    ops::metrics::{KeyReload, Metrics},
+    ops::{
+        filewatch::{self, Seen},
+        metrics::{KeyReload, Metrics},
+    },
 };
 use std::{path::PathBuf, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
@@ -31,30 +31,13 @@ pub(crate) fn spawn(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let provider = client.provider();
-    tokio::spawn(async move {
-        let mut last_seen = tokio::fs::read(&file.path).await.ok();
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.cancelled() => return,
-            }
-            let content = match tokio::fs::read(&file.path).await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Mid-swap, a file can be briefly missing; report once.
-                    if last_seen.take().is_some() {
-                        metrics.key_reload(provider, KeyReload::Unreadable);
-                        tracing::warn!(setting = file.setting, path = %file.path.display(), error = %e, "key file unreadable; keeping the current key");
-                    }
-                    continue;
-                }
-            };
-            if last_seen.as_deref() == Some(&content[..]) {
-                continue;
-            }
-            last_seen = Some(content.clone());
+    let path = file.path.clone();
+    filewatch::spawn(path, every, shutdown, move |seen| match seen {
+        Seen::Unreadable(e) => {
+            metrics.key_reload(provider, KeyReload::Unreadable);
+            tracing::warn!(setting = file.setting, path = %file.path.display(), error = %e, "key file unreadable; keeping the current key");
+        }
+        Seen::Changed(content) => {
             let parsed = String::from_utf8(content)
                 .map_err(|_| "not valid UTF-8".to_owned())
                 .and_then(|text| ApiKey::parse(&text, file.setting).map_err(|e| e.to_string()));

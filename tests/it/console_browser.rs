@@ -4,7 +4,7 @@
 //! a job shown as text with no script run; a cross-site form refused.
 //! CI installs `chromium` and `chromium-driver` when they are missing.
 
-use super::console::{AUTH_BODY, TOKEN};
+use super::console::TOKEN;
 use crate::support::*;
 use axum::{Router, response::Html, routing::get};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -71,6 +71,18 @@ impl Browser {
             _driver: driver,
             _profile: profile,
         }
+    }
+
+    /// Fills the login form the page shows with the token and sends it.
+    async fn log_in(&self) {
+        self.client
+            .find(Locator::Css("input[name=token]"))
+            .await
+            .expect("the login form")
+            .send_keys(TOKEN)
+            .await
+            .unwrap();
+        self.click("form[action='/console/login'] button").await;
     }
 
     async fn text(&self, css: &str) -> String {
@@ -143,7 +155,6 @@ async fn setup(env: &TestEnv) -> (TestWorker, FakeProvider, FakeProvider) {
     let hostile = json!({"id": "<script>window.__xss='id'</script>", "from": "<img src=x onerror=\"window.__xss='from'\">", "message": "no recipient"});
     env.publish("sms", hostile.to_string().as_bytes()).await;
     env.wait_rows(3).await;
-    let _ = AUTH_BODY;
     (worker, email, sms)
 }
 
@@ -158,14 +169,7 @@ async fn an_operator_logs_in_finds_the_cause_opens_a_row_and_replays_it() {
     b.client.goto(&format!("{base}/console")).await.unwrap();
     assert_eq!(b.text("h1").await, "Log in");
     assert!(!b.client.source().await.unwrap().contains("otp-1"));
-    b.client
-        .find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    b.click("form[action='/console/login'] button").await;
+    b.log_in().await;
 
     // Groups first: the auth failures, with the fix.
     let group = b.wait_text("tr.group", "invalid_api_key").await;
@@ -286,14 +290,7 @@ async fn a_form_posted_from_another_site_is_refused_with_the_session_cookie_sent
     let b = Browser::start().await;
     let base = worker.admin_url();
     b.client.goto(&format!("{base}/console")).await.unwrap();
-    b.client
-        .find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    b.click("form[action='/console/login'] button").await;
+    b.log_in().await;
     b.wait_text("tr.group", "invalid_api_key").await;
     let open = |db: sqlx::PgPool| async move {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")

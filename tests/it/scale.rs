@@ -180,21 +180,6 @@ async fn urgent_jobs_overtake_a_queued_campaign() {
     env.cleanup().await;
 }
 
-/// Calls in the busiest one-second window, and calls a second overall.
-fn windows(mut at: Vec<std::time::Instant>) -> (usize, f64) {
-    at.sort();
-    let mut busiest = 0;
-    let mut lo = 0;
-    for hi in 0..at.len() {
-        while at[hi].duration_since(at[lo]) >= Duration::from_secs(1) {
-            lo += 1;
-        }
-        busiest = busiest.max(hi - lo + 1);
-    }
-    let span = at.last().unwrap().duration_since(at[0]).as_secs_f64();
-    (busiest, (at.len() - 1) as f64 / span)
-}
-
 #[tokio::test]
 async fn three_workers_hold_a_fleet_wide_ceiling_together() {
     let env = TestEnv::new().await;

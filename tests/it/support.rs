@@ -890,6 +890,25 @@ impl ChildWorker {
     }
 }
 
+/// Calls in the busiest one-second window of `at`, and calls a second
+/// from the first to the last.
+pub fn windows(mut at: Vec<Instant>) -> (usize, f64) {
+    at.sort();
+    let mut busiest = 0;
+    let mut lo = 0;
+    for hi in 0..at.len() {
+        while at[hi].duration_since(at[lo]) >= Duration::from_secs(1) {
+            lo += 1;
+        }
+        busiest = busiest.max(hi - lo + 1);
+    }
+    let span = match (at.first(), at.last()) {
+        (Some(a), Some(b)) => b.duration_since(*a).as_secs_f64(),
+        _ => 0.0,
+    };
+    (busiest, at.len().saturating_sub(1) as f64 / span)
+}
+
 pub fn email_job(id: &str, to: &str) -> Vec<u8> {
     serde_json::json!({"id": id, "from": "hello@yourdomain.com", "to": to, "subject": "Hello from MigoSMTP", "html": "<p>Your message here</p>"})
         .to_string()
