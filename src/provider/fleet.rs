@@ -31,6 +31,11 @@ const BLOCK: Duration = Duration::from_millis(100);
 /// the whole deadline, and every caller would wait it out).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
+/// A 429 whose `Retry-After` moves the shared hold by less than this is
+/// not shared again: `Retry-After` counts whole seconds, so the 429s of one
+/// burst differ by less than half of one.
+const HOLD_SLACK: Duration = Duration::from_millis(500);
+
 /// The calls this replica has claimed and not yet made.
 #[derive(Debug)]
 struct Block {
@@ -153,11 +158,11 @@ impl FleetCeiling {
     }
 
     /// Whether a `Retry-After` of `wait` moves the shared hold (by more
-    /// than a block); the other 429s of the same burst need no statement.
+    /// than `HOLD_SLACK`); the other 429s of the same burst need no statement.
     pub(crate) fn extends_hold(&self, wait: Duration) -> bool {
         let until = Instant::now() + wait;
         let mut shared = self.shared_until.lock().unwrap_or_else(|e| e.into_inner());
-        if shared.is_some_and(|s| until <= s + BLOCK) {
+        if shared.is_some_and(|s| until <= s + HOLD_SLACK) {
             return false;
         }
         *shared = Some(until);
@@ -226,8 +231,10 @@ mod tests {
         assert!(gap >= Duration::from_millis(95), "blocks overlap: {gap:?}");
         // A's 429 holds B's next block; the rest of A's burst states nothing.
         assert!(a.extends_hold(Duration::from_secs(2)));
-        a.hold(Duration::from_secs(2)).await;
         assert!(!a.extends_hold(Duration::from_secs(2)));
+        a.hold(Duration::from_secs(2)).await;
+        // A later Retry-After that moves the hold is shared again.
+        assert!(a.extends_hold(Duration::from_secs(3)));
         let held = b.claim().await.expect("claim");
         let wait = held.saturating_duration_since(Instant::now());
         assert!(wait >= Duration::from_millis(1500), "B waits {wait:?}");
