@@ -35,7 +35,8 @@
 //! For profiling: `--only d` runs some scenarios; `BENCH_RUNS`, `BENCH_JOBS`,
 //! `BENCH_RSS_IN_FLIGHT=2000`, `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink
 //! a run; `BENCH_WRAP="valgrind --tool=massif"` runs the worker under a tool;
-//! `BENCH_TIMELINE=1` prints (g)'s and (o)'s calls taken and refused per second.
+//! `BENCH_TIMELINE=1` prints (g)'s and (o)'s calls taken and refused per
+//! second; `BENCH_WORKER_LOG=<filter>` shows the workers' logs.
 
 use axum::{Router, extract::State, http::StatusCode, routing::post};
 use futures_util::StreamExt;
@@ -414,7 +415,11 @@ impl Env {
         let child = command
             .args(words)
             .env_clear()
-            .env("NOTIFY_LOG_LEVEL", "warn")
+            // `BENCH_WORKER_LOG=<filter>`: the workers' logs on stdout.
+            .env(
+                "NOTIFY_LOG_LEVEL",
+                std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .envs(
                 std::env::var("MALLOC_ARENA_MAX")
                     .ok()
@@ -456,7 +461,11 @@ impl Env {
             ])
             .args(["--migosmtp-api-key", EMAIL_KEY, "--telnxo-api-key", SMS_KEY])
             .args(extra)
-            .stdout(Stdio::null())
+            .stdout(if std::env::var_os("BENCH_WORKER_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .kill_on_drop(true)
             .spawn()
             .unwrap();

@@ -195,10 +195,11 @@ async fn limited(
     // `BENCH_TIMELINE=1`: calls taken and refused per second, email API.
     if std::env::var_os("BENCH_TIMELINE").is_some() {
         let answers = fake.answers(0);
-        let first = answers.iter().map(|(t, _)| *t).min();
+        // Seconds of the fake's clock: a fixed-window fake's windows.
+        let born = fake.apis[0].lock().unwrap().born;
         let mut seconds = std::collections::BTreeMap::<u64, (u32, u32)>::new();
         for (t, status) in &answers {
-            let s = first.map_or(0, |f| t.duration_since(f).as_secs());
+            let s = t.duration_since(born).as_secs();
             let e = seconds.entry(s).or_default();
             if *status == 200 { e.0 += 1 } else { e.1 += 1 }
         }

@@ -235,6 +235,7 @@ impl Gate {
         self.metrics.set_flow(self.provider, limit, pace);
         if let flow::Outcome::Throttled { retry_after } = outcome {
             self.metrics.throttled(self.provider);
+            tracing::debug!(provider = %self.provider, pace = pace.map(|p| p.round()), limit, ?retry_after, "429: calls wait out the provider's Retry-After, then go at the pace");
             // The fleet holds its calls too, not only this replica.
             if let (Some(wait), Some(Ceiling::Fleet(fleet))) = (retry_after, &self.ceiling)
                 && fleet.extends_hold(wait)

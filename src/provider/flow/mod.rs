@@ -4,16 +4,23 @@
 //! A 429 (or a 503 with `Retry-After`) means "slow down", not "failed":
 //! - **Retry-After applies to the provider.** Every call waits until then,
 //!   instead of each job retrying on its own clock at the same instant.
-//! - **Then calls resume at a reduced rate.** At a 429 the calls the
-//!   provider took in the last half second (cut to 95 %) estimate what it
-//!   allows; the pace never comes back above 90 % of the one it refused.
-//!   Before the first 429 calls are unpaced; at the first, if they came in
-//!   a burst too short to estimate from, the pace is 95 % of what the
-//!   provider took in the last second; at a later one with too little
-//!   history, the pace is cut and grows threefold a second ("slow start")
-//!   until the next. Once cruising, it probes upward slowly, faster
-//!   the longer all is quiet, and pacing is lifted after a minute without
-//!   a 429.
+//! - **Then calls resume at a reduced rate**, 95 % of an estimate of
+//!   what the provider allows, never above 90 % of the pace it refused:
+//!   - before the first 429 calls are unpaced; at the first, the estimate
+//!     is what the provider took in the last second;
+//!   - refused within two seconds of resuming after a wait of a second or
+//!     more, the estimate is the count taken since the resume (0.75 of it
+//!     after a second, when two windows may hold them): a provider counting
+//!     calls in fixed one-second windows refuses once its count is reached,
+//!     whatever the rate the calls went at;
+//!   - refused after a longer, steady run, the estimate is the rate taken
+//!     in the last half second; the pace then grows back within seconds to
+//!     97 % of the one refused and holds there for 30 s (each probe past a
+//!     fixed window costs a window of calls), then probes upward slowly,
+//!     faster the longer all is quiet;
+//!   - with too little history (a short `Retry-After`), the pace is cut and
+//!     grows threefold a second ("slow start") until the next;
+//!   - pacing is lifted after a minute without a 429.
 //! - **Calls in flight are bounded adaptively** (additive increase,
 //!   multiplicative decrease, as TCP and Vector's adaptive concurrency):
 //!   +1 per round trip while calls succeed at a steady latency, ×0.75 on a
@@ -27,34 +34,28 @@
 //! new pace, after the provider's Retry-After.
 
 mod recent;
+mod throttle;
 
 use recent::Recent;
 use std::time::{Duration, Instant};
 
-/// Pace cut at a 429 when there is too little history to estimate from.
-const CUT: f64 = 0.8;
-/// The share of the estimated allowance cruised at.
-const CRUISE: f64 = 0.95;
-/// A new pace is at most this share of the pace a 429 refused.
-const BELOW_REFUSED: f64 = 0.9;
 /// Growth of the pace per second before a good estimate.
 const SLOW_START: f64 = 3.0;
 /// Growth of the pace per second when cruising, doubling every `ACCEL`.
 const PROBE: f64 = 0.002;
 const ACCEL: Duration = Duration::from_secs(10);
+/// After a 429 that ended a steady run, the pace grows back by `REGROW` a
+/// second to `PLATEAU` of the pace refused and holds there for `HOLD`
+/// before probing above it: every probe past a fixed window's allowance
+/// costs a window of calls (the `Retry-After` second), so probes are rare.
+const REGROW: f64 = 1.05;
+const PLATEAU: f64 = 0.97;
+const HOLD: Duration = Duration::from_secs(30);
 /// Pacing is lifted after this long without a 429.
 const LIFT_AFTER: Duration = Duration::from_secs(60);
-/// History an estimate is taken over, and the least of it that is enough.
-const WINDOW: Duration = Duration::from_millis(500);
-const MIN_SPAN: Duration = Duration::from_millis(300);
-/// A provider throttling this long without a pause of `STREAK_GAP` is
-/// "throttled" for operators (metric, log, alert).
-const LONG_STREAK: Duration = Duration::from_secs(30);
+/// A provider throttling for `throttle::LONG_STREAK` without a pause of
+/// this long is "throttled" for operators (metric, log, alert).
 const STREAK_GAP: Duration = Duration::from_secs(10);
-/// Shortest provider-wide wait after a 429 (`Retry-After: 0` included).
-const MIN_WAIT: Duration = Duration::from_millis(100);
-/// Without `Retry-After`, the wait after a 429.
-const DEFAULT_WAIT: Duration = Duration::from_secs(1);
 /// Latency counts as rising above both of these over its baseline.
 const LATENCY_FACTOR: f64 = 2.0;
 const LATENCY_MARGIN: Duration = Duration::from_millis(50);
@@ -130,6 +131,13 @@ pub(crate) struct Flow {
     last_throttle: Option<Instant>,
     /// When calls last resumed after a 429: history starts there.
     run_start: Instant,
+    /// How long calls had waited before `run_start`.
+    silence: Duration,
+    /// The pace a 429 refused after a steady run: a little over the
+    /// provider's allowance.
+    steady_refused: Option<f64>,
+    /// The count the pace was last set from, if it was.
+    counted: Option<throttle::Count>,
     accepted: Recent,
     limit: f64,
     in_flight: usize,
@@ -155,6 +163,9 @@ impl Flow {
             last_adjust: now,
             last_throttle: None,
             run_start: now,
+            silence: Duration::ZERO,
+            steady_refused: None,
+            counted: None,
             accepted: Recent::new(now),
             limit: policy.max_in_flight.max(1) as f64,
             in_flight: 0,
@@ -269,6 +280,7 @@ impl Flow {
 
     fn answered(&mut self, rtt: Duration, now: Instant) -> Option<Change> {
         self.accepted.add(now);
+        self.accepted_late(now);
         self.latency(rtt.as_secs_f64(), now);
         let quiet = self
             .last_throttle
@@ -279,15 +291,24 @@ impl Flow {
                 .as_secs_f64();
             if quiet >= LIFT_AFTER {
                 self.rate = None;
+                self.steady_refused = None;
             } else if dt >= 0.1 {
                 self.last_adjust = now;
-                let growth = match self.phase {
-                    Phase::SlowStart => SLOW_START,
-                    Phase::Cruise => {
-                        1.0 + PROBE * 2f64.powf(quiet.as_secs_f64() / ACCEL.as_secs_f64())
+                self.rate = Some(
+                    match (self.phase, self.steady_refused) {
+                        (Phase::SlowStart, _) => rate * SLOW_START.powf(dt),
+                        (Phase::Cruise, Some(refused)) if rate < PLATEAU * refused => {
+                            (rate * REGROW.powf(dt)).min(PLATEAU * refused)
+                        }
+                        (Phase::Cruise, Some(_)) if quiet < HOLD => rate,
+                        (Phase::Cruise, _) => {
+                            let probe =
+                                1.0 + PROBE * 2f64.powf(quiet.as_secs_f64() / ACCEL.as_secs_f64());
+                            rate * probe.powf(dt)
+                        }
                     }
-                };
-                self.rate = Some((rate * growth.powf(dt)).min(1e6));
+                    .min(1e6),
+                );
             }
         }
         if quiet >= STREAK_GAP && self.streak_start.take().is_some() && self.long {
@@ -332,55 +353,6 @@ impl Flow {
         }
         self.last_cut = Some(now);
         self.limit = (self.limit * factor).max(1.0);
-    }
-
-    fn throttled(&mut self, retry_after: Option<Duration>, now: Instant) -> Option<Change> {
-        let wait = retry_after
-            .unwrap_or(DEFAULT_WAIT)
-            .clamp(MIN_WAIT, self.policy.retry_after_cap.max(MIN_WAIT));
-        self.last_throttle = Some(now);
-        let streak_start = *self.streak_start.get_or_insert(now);
-        // Calls that were on their way when the first 429 came: the same
-        // event; they only stretch the wait.
-        if let Some(at) = self.resume_at.filter(|at| *at > now) {
-            self.resume_at = Some(at.max(now + wait));
-            return None;
-        }
-        let since = self.run_start.max(now.checked_sub(WINDOW).unwrap_or(now));
-        let (accepted, span) = self.accepted.since(since, now);
-        let accepted = f64::from(accepted);
-        if span >= MIN_SPAN && accepted > 0.0 {
-            let estimate = CRUISE * accepted / span.as_secs_f64();
-            let refused = self.rate.map_or(f64::MAX, |r| BELOW_REFUSED * r);
-            self.rate = Some(estimate.min(refused).max(1.0));
-            self.phase = Phase::Cruise;
-        } else {
-            let second_ago = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
-            let last_second = f64::from(self.accepted.since(second_ago, now).0);
-            (self.rate, self.phase) = match self.rate {
-                Some(r) => (Some((CUT * r).max(1.0)), Phase::SlowStart),
-                // The first 429, after an unpaced burst: what the provider
-                // took in the last second is what it allows a second (a
-                // fixed window's count, a bucket's depth). Cruise just under
-                // it; growing threefold a second from there overshot a
-                // fixed-window provider for many windows (0.86 of its
-                // allowance against 0.92, in `sim.rs`).
-                None => (Some((CRUISE * last_second).max(1.0)), Phase::Cruise),
-            };
-        }
-        let resume = now + wait;
-        self.resume_at = Some(resume);
-        self.run_start = resume;
-        self.tat = resume;
-        self.last_adjust = resume;
-        self.epoch += 1;
-        self.limit = (self.limit * 0.75).max(1.0);
-        self.last_cut = Some(now);
-        if !self.long && now.saturating_duration_since(streak_start) >= LONG_STREAK {
-            self.long = true;
-            return Some(Change::ThrottledLong { rate: self.pace() });
-        }
-        None
     }
 }
 

@@ -2,10 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-/// Accepted calls in the last second, in 50 ms buckets.
+/// Accepted calls in the last two seconds, in 50 ms buckets.
 #[derive(Debug, Clone)]
 pub(super) struct Recent {
-    counts: [u32; 20],
+    counts: [u32; 40],
     /// The bucket `counts[head]` stands for, as a count of 50 ms steps.
     head_step: u64,
     head: usize,
@@ -17,7 +17,7 @@ impl Recent {
 
     pub(super) fn new(origin: Instant) -> Self {
         Self {
-            counts: [0; 20],
+            counts: [0; 40],
             head_step: 0,
             head: 0,
             origin,
@@ -47,7 +47,7 @@ impl Recent {
         self.counts[self.head] = self.counts[self.head].saturating_add(1);
     }
 
-    /// Accepted since the start of `since`'s bucket (at most a second
+    /// Accepted since the start of `since`'s bucket (at most two seconds
     /// back), and how long ago that start is.
     pub(super) fn since(&mut self, since: Instant, now: Instant) -> (u32, Duration) {
         self.advance(now);

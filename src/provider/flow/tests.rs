@@ -97,6 +97,101 @@ fn the_pace_after_a_429_is_95_percent_of_what_the_provider_took_and_sends_are_sp
     assert!(f.pace().unwrap() <= 0.9 * refused + 1e-9);
 }
 
+/// A provider counting calls in fixed one-second windows: after a wait of
+/// a second, the calls it takes before refusing again are its allowance.
+#[test]
+fn refused_soon_after_a_resume_the_pace_is_what_was_taken_since() {
+    let retry = Outcome::Throttled {
+        retry_after: Some(S),
+    };
+    // An unpaced burst over two windows: 180 taken in the last second.
+    let (mut f, t0) = flow(1000, None);
+    let last = answer(&mut f, 180, t0, 900 * MS);
+    f.done(retry, last);
+    assert_eq!(f.pace(), Some(0.95 * 180.0));
+    // At that pace, 100 taken in the 0.6 s after the resume, then a 429:
+    // 95 % of 100 a second, not of the 171 a second they went at.
+    let resume = last + S;
+    let last = answer(&mut f, 100, resume, 600 * MS);
+    f.done(retry, last + MS);
+    let pace = f.pace().unwrap();
+    assert!((pace - 95.0).abs() < 1e-9, "{pace}");
+    // Refused 1.5 s after the resume (calls over two windows): 0.75 of
+    // what was taken; never under half the pace refused.
+    let resume = last + MS + S;
+    let last = answer(&mut f, 110, resume, 1500 * MS);
+    f.done(retry, last + MS);
+    let pace = f.pace().unwrap();
+    assert!((pace - 0.95 * 0.75 * 110.0).abs() < 1e-9, "{pace}");
+    let resume = last + MS + S;
+    let last = answer(&mut f, 3, resume, 600 * MS);
+    let refused = f.pace().unwrap();
+    f.done(retry, last + MS);
+    let floor = 0.95 * 0.5 * refused;
+    assert!((f.pace().unwrap() - floor).abs() < 1e-9, "{:?}", f.pace());
+    // Refused within 0.3 s of the resume (another client filled the
+    // window): too few calls to count; cut by a fifth, then a slow start.
+    let resume = last + MS + S;
+    let last = answer(&mut f, 2, resume, 50 * MS);
+    let refused = f.pace().unwrap();
+    f.done(retry, last + MS);
+    assert!(
+        (f.pace().unwrap() - 0.8 * refused).abs() < 1e-9,
+        "{:?}",
+        f.pace()
+    );
+}
+
+/// Answers to calls made before a 429, handled after it, count too.
+#[test]
+fn calls_taken_but_answered_after_the_429_count_in_the_estimate() {
+    let (mut f, t0) = flow(1000, None);
+    let last = answer(&mut f, 75, t0, 100 * MS);
+    let retry = Outcome::Throttled {
+        retry_after: Some(S),
+    };
+    f.done(retry, last + MS);
+    assert_eq!(f.pace(), Some(0.95 * 75.0));
+    // 25 more answered during the wait; after it, nothing changes the count.
+    for i in 0..25 {
+        f.done(Outcome::Answered { rtt: 10 * MS }, last + 2 * MS + i * MS);
+    }
+    assert!((f.pace().unwrap() - 95.0).abs() < 1e-9, "{:?}", f.pace());
+}
+
+/// A 429 after a steady run: the pace refused was just over the
+/// allowance. Cut, then back to 97 % of it within seconds, held there for
+/// half a minute, and only then probed above.
+#[test]
+fn after_a_steady_run_the_pace_regrows_to_just_under_the_one_refused_and_holds() {
+    let retry = Outcome::Throttled {
+        retry_after: Some(S),
+    };
+    let (mut f, t0) = flow(1000, None);
+    let last = answer(&mut f, 100, t0, S);
+    f.done(retry, last);
+    let mut now = last + S;
+    // Ten seconds at the pace set, growing slowly, then refused.
+    now = answer(&mut f, 1000, now, 10 * S);
+    let refused = f.pace().unwrap();
+    f.done(retry, now);
+    assert!(f.pace().unwrap() <= 0.9 * refused + 1e-9);
+    now += S;
+    now = answer(&mut f, 300, now, 3 * S);
+    let regrown = f.pace().unwrap();
+    assert!(
+        (regrown - 0.97 * refused).abs() < 1e-6,
+        "{regrown} against {refused}"
+    );
+    now = answer(&mut f, 2000, now, 20 * S);
+    assert!((f.pace().unwrap() - regrown).abs() < 1e-6, "held");
+    answer(&mut f, 1000, now, 10 * S);
+    assert!(
+        f.pace().unwrap() > regrown * 1.01,
+        "probed above after 30 s"
+    );
+}
+
 #[test]
 fn without_history_the_first_pace_is_what_was_taken_and_a_later_one_grows_threefold() {
     let (mut f, t0) = flow(1000, None);
@@ -115,20 +210,24 @@ fn without_history_the_first_pace_is_what_was_taken_and_a_later_one_grows_threef
         (4.75..4.9).contains(&pace),
         "{pace} a second later: cruising"
     );
-    // Another flow: a 429 again right after the resume, too soon to
-    // estimate from: the pace is cut, then grows threefold a second.
+    // Another flow, told to wait less than a second: a 429 again right
+    // after the resume, too soon to estimate from: the pace is cut, then
+    // grows threefold a second.
+    let short = Outcome::Throttled {
+        retry_after: Some(200 * MS),
+    };
     let (mut f, t0) = flow(1000, None);
     answer(&mut f, 5, t0, MS);
-    f.done(retry, t0 + 5 * MS);
-    let resume = t0 + 5 * MS + S;
+    f.done(short, t0 + 5 * MS);
+    let resume = t0 + 5 * MS + 200 * MS;
     answer(&mut f, 1, resume + 10 * MS, MS);
-    f.done(retry, resume + 20 * MS);
+    f.done(short, resume + 20 * MS);
     assert!(
         (f.pace().unwrap() - 0.8 * 4.75).abs() < 1e-9,
         "{:?}",
         f.pace()
     );
-    let resume = resume + 20 * MS + S;
+    let resume = resume + 20 * MS + 200 * MS;
     answer(&mut f, 30, resume, S);
     let grown = f.pace().unwrap() / (0.8 * 4.75);
     assert!((2.5..=3.5).contains(&grown), "x{grown} after a second");
