@@ -192,18 +192,22 @@ async fn limited(
         w.stop().await;
     }
     let rows = env.rows().await;
-    // `BENCH_TIMELINE=1`: calls taken and refused per second, email API.
-    if std::env::var_os("BENCH_TIMELINE").is_some() {
-        let answers = fake.answers(0);
+    // `BENCH_TIMELINE=1`: calls taken and refused per second, per API.
+    for api in [0, 1]
+        .into_iter()
+        .filter(|_| std::env::var_os("BENCH_TIMELINE").is_some())
+    {
+        let answers = fake.answers(api);
         // Seconds of the fake's clock: a fixed-window fake's windows.
-        let born = fake.apis[0].lock().unwrap().born;
+        let born = fake.apis[api].lock().unwrap().born;
         let mut seconds = std::collections::BTreeMap::<u64, (u32, u32)>::new();
         for (t, status) in &answers {
             let s = t.duration_since(born).as_secs();
             let e = seconds.entry(s).or_default();
             if *status == 200 { e.0 += 1 } else { e.1 += 1 }
         }
-        eprintln!("second: taken/refused {seconds:?}");
+        let name = ["email", "sms"][api];
+        eprintln!("{name} second: taken/refused {seconds:?}");
     }
     [0, 1].map(|api| {
         let answers = fake.answers(api);
