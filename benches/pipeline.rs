@@ -36,7 +36,8 @@
 //! `BENCH_RSS_IN_FLIGHT=2000`, `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink
 //! a run; `BENCH_WRAP="valgrind --tool=massif"` runs the worker under a tool;
 //! `BENCH_TIMELINE=1` prints (g)'s and (o)'s calls taken and refused per
-//! second; `BENCH_WORKER_LOG=<filter>` shows the workers' logs.
+//! second; `BENCH_WORKER_LOG=<filter>` shows the workers' logs;
+//! `BENCH_WORKER_ENV="NOTIFY_X=1 ..."` gives the workers settings to try.
 
 use axum::{Router, extract::State, http::StatusCode, routing::post};
 use futures_util::StreamExt;
@@ -428,6 +429,15 @@ impl Env {
             // Trusts the test CA of the TLS fake.
             .env("SSL_CERT_FILE", tls::CA)
             .envs(envs.iter().copied())
+            // `BENCH_WORKER_ENV="NOTIFY_A=1 NOTIFY_B=2"`: settings to try.
+            .envs(
+                std::env::var("BENCH_WORKER_ENV")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect::<Vec<_>>(),
+            )
             .args([
                 "run",
                 "--no-migrate",
