@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 /// What a block claim may wait for the database.
 const CLAIM_DEADLINE: Duration = Duration::from_secs(2);
+/// A turn woken up later than this (or than one turn's length) is not
+/// used.
+const LATE: Duration = Duration::from_millis(50);
 /// A block is this much time's worth of calls.
 const BLOCK: Duration = Duration::from_millis(100);
 
@@ -35,6 +38,13 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// not shared again: `Retry-After` counts whole seconds, so the 429s of one
 /// burst differ by less than half of one.
 const HOLD_SLACK: Duration = Duration::from_millis(500);
+
+/// A call's turn: a time in this replica's block, or already had (or
+/// refused, on shutdown) under the fallback share.
+enum Turn {
+    At(Instant),
+    Went(bool),
+}
 
 /// The calls this replica has claimed and not yet made.
 #[derive(Debug)]
@@ -93,8 +103,29 @@ impl FleetCeiling {
     }
 
     /// Waits for this call's turn under the fleet's ceiling; `false` on
-    /// shutdown.
+    /// shutdown. A turn woken up late (a busy runtime) is not used: calls
+    /// held up together would go together, over the ceiling in the second
+    /// they land in; the call takes a later turn instead.
     pub(crate) async fn take(&self, shutdown: &CancellationToken) -> bool {
+        let slack = self.interval.max(LATE);
+        loop {
+            let at = match self.turn(shutdown).await {
+                Turn::At(at) => at,
+                Turn::Went(went) => return went,
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(at.into()) => {}
+                () = shutdown.cancelled() => return false,
+            }
+            if Instant::now() <= at + slack {
+                return true;
+            }
+        }
+    }
+
+    /// The next turn of this replica's block (claiming a block when it is
+    /// spent), or the fallback share's answer while the database is away.
+    async fn turn(&self, shutdown: &CancellationToken) -> Turn {
         let at = {
             let mut block = self.block.lock().await;
             let now = Instant::now();
@@ -105,7 +136,7 @@ impl FleetCeiling {
             if block.left == 0 {
                 if block.degraded_until.is_some_and(|until| until > now) {
                     drop(block);
-                    return self.fallback_turn(shutdown).await;
+                    return Turn::Went(self.fallback_turn(shutdown).await);
                 }
                 match self.claim().await {
                     Ok(start) => {
@@ -120,7 +151,7 @@ impl FleetCeiling {
                         block.degraded_until = Some(Instant::now() + RETRY_AFTER_FAILURE);
                         drop(block);
                         self.degrade(&why);
-                        return self.fallback_turn(shutdown).await;
+                        return Turn::Went(self.fallback_turn(shutdown).await);
                     }
                 }
             }
@@ -129,10 +160,7 @@ impl FleetCeiling {
             block.left -= 1;
             at
         };
-        tokio::select! {
-            () = tokio::time::sleep_until(at.into()) => true,
-            () = shutdown.cancelled() => false,
-        }
+        Turn::At(at)
     }
 
     /// Claims the next block; returns when its first call may go.
@@ -148,10 +176,12 @@ impl FleetCeiling {
         .bind(self.provider.as_str())
         .bind(secs)
         .fetch_one(&self.pool);
-        let asked = Instant::now();
         match tokio::time::timeout(CLAIM_DEADLINE, claim).await {
-            // The start, as an offset from the database's clock, on ours.
-            Ok(Ok(offset)) => Ok(asked + Duration::from_secs_f64(offset.max(0.0))),
+            // The start, as an offset from the database's clock, on ours,
+            // counted from the answer: never before the block's time (from
+            // the question, a slow answer moved the block earlier, into
+            // another replica's).
+            Ok(Ok(offset)) => Ok(Instant::now() + Duration::from_secs_f64(offset.max(0.0))),
             Ok(Err(e)) => Err(format!("the claim failed: {e}")),
             Err(_) => Err(format!("no answer within {CLAIM_DEADLINE:?}")),
         }

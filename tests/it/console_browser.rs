@@ -9,7 +9,7 @@ use crate::support::*;
 use axum::{Router, response::Html, routing::get};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -87,7 +87,9 @@ impl Browser {
 
     async fn text(&self, css: &str) -> String {
         self.client
-            .find(Locator::Css(css))
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("{css}: {e}"))
             .text()
@@ -95,14 +97,48 @@ impl Browser {
             .unwrap()
     }
 
+    /// Clicks what leads to another page, and waits until the page shown
+    /// is no longer this one (the click may return while it loads).
     async fn click(&self, css: &str) {
+        let page = self.client.find(Locator::Css("html")).await.unwrap();
         self.client
-            .find(Locator::Css(css))
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("{css}: {e}"))
             .click()
             .await
             .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The old page's root goes stale once the new one replaced it.
+        while page.tag_name().await.is_ok() {
+            assert!(Instant::now() < deadline, "{css}: no new page within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the page shown is one whose address holds `part` (a
+    /// form's submission may still be loading when the click returns).
+    async fn wait_url(&self, part: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.client.current_url().await.unwrap().to_string();
+            if url.contains(part) {
+                // The new page's document is the one now queried.
+                self.client
+                    .wait()
+                    .for_element(Locator::Css("body"))
+                    .await
+                    .unwrap();
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited 10 s for a page at *{part}*, still at {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// No script ran and no element that could run one was made.
@@ -199,6 +235,7 @@ async fn an_operator_logs_in_finds_the_cause_opens_a_row_and_replays_it() {
         }
     }
     assert!(clicked, "{group_link}");
+    b.wait_url("code=invalid_api_key").await;
     assert!(
         b.client
             .current_url()
@@ -219,6 +256,7 @@ async fn an_operator_logs_in_finds_the_cause_opens_a_row_and_replays_it() {
         .await
         .unwrap();
     b.click("#filter button").await;
+    b.wait_url("channel=sms").await;
     assert_eq!(
         b.client
             .find_all(Locator::Css("tr.row"))

@@ -94,10 +94,12 @@ async fn an_expired_job_is_never_sent_whether_stale_on_arrival_in_a_503_storm_or
     )
     .await;
     // Expires during a 503 storm.
-    let storm_ends = now + time::Duration::milliseconds(1500);
+    let storm_ends = now + time::Duration::milliseconds(3000);
     env.publish("sms", &sms_expiring("storm", "+919876500002", storm_ends))
         .await;
-    let storm_deadline = Instant::now() + Duration::from_millis(1500);
+    let storm_deadline = Instant::now() + Duration::from_millis(3000);
+    // Its first call before the pause below (which would hold it instead).
+    sms.wait_calls_to("+919876500002", 1).await;
     // An auth failure pauses Telnxo for 30 s; a job expiring in 1 s waits
     // in the pause and must not be sent after it.
     env.publish("sms", &sms_job("auth", "+919876500003")).await;
