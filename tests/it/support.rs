@@ -377,10 +377,25 @@ pub async fn cutting_url() -> String {
     url
 }
 
-/// A loopback URL nobody listens on: every connection is refused.
-pub async fn closed_url() -> String {
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    format!("http://{}", closed.local_addr().unwrap())
+/// A loopback URL nobody listens on: every connection is refused, for as
+/// long as it is kept. Its port stays bound (not listening), so another
+/// test's server cannot be given it meanwhile (one was, and answered 404).
+pub struct ClosedUrl {
+    _port: tokio::net::TcpSocket,
+    url: String,
+}
+
+impl ClosedUrl {
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+}
+
+pub async fn closed_url() -> ClosedUrl {
+    let port = tokio::net::TcpSocket::new_v4().unwrap();
+    port.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", port.local_addr().unwrap());
+    ClosedUrl { _port: port, url }
 }
 
 /// A dead-letter row as tests read it.
