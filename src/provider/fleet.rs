@@ -26,6 +26,8 @@ const CLAIM_DEADLINE: Duration = Duration::from_secs(2);
 /// A turn woken up later than this (or than one turn's length) is not
 /// used.
 const LATE: Duration = Duration::from_millis(50);
+/// Late turns given up at most for one call.
+const LATE_TURNS: usize = 3;
 /// A block is this much time's worth of calls.
 const BLOCK: Duration = Duration::from_millis(100);
 
@@ -108,7 +110,9 @@ impl FleetCeiling {
     /// they land in; the call takes a later turn instead.
     pub(crate) async fn take(&self, shutdown: &CancellationToken) -> bool {
         let slack = self.interval.max(LATE);
-        loop {
+        // A runtime late every time would otherwise claim turn after turn:
+        // after a few, the call goes on the last.
+        for _ in 0..LATE_TURNS {
             let at = match self.turn(shutdown).await {
                 Turn::At(at) => at,
                 Turn::Went(went) => return went,
@@ -121,6 +125,7 @@ impl FleetCeiling {
                 return true;
             }
         }
+        true
     }
 
     /// The next turn of this replica's block (claiming a block when it is
