@@ -53,7 +53,7 @@ pub(crate) struct Record {
     pub(crate) error_code: Option<String>,
 }
 
-const RECORD: &str = r"
+pub(super) const RECORD: &str = r"
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::int4[],
                          $6::int4[], $7::text[], $8::text[])
