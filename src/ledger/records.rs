@@ -59,22 +59,26 @@ WITH input AS (
                          $6::int4[], $7::text[], $8::text[])
         WITH ORDINALITY
         AS i(channel, job_id, claimed_at, status, attempts, http_status, provider_message_id, error_code, n)
+),
+written AS (
+    UPDATE deliveries d
+    SET status = i.status,
+        attempts = d.attempts + i.attempts,
+        http_status = coalesce(i.http_status, d.http_status),
+        provider_message_id = coalesce(i.provider_message_id, d.provider_message_id),
+        error_code = i.error_code,
+        settled_at = CASE WHEN i.status = 'claimed' THEN NULL ELSE now() END,
+        lease_until = NULL,
+        claimed_by = CASE WHEN i.status = 'claimed' THEN NULL ELSE d.claimed_by END
+    FROM input i
+    WHERE d.channel = i.channel AND d.job_id = i.job_id AND d.claimed_at = i.claimed_at
+      -- Giving a claim up touches only a claim still ours; an outcome is
+      -- written whoever holds the row now (the call was made).
+      AND (i.status <> 'claimed' OR (d.status = 'claimed' AND d.claimed_by = $9))
+    RETURNING i.n
 )
-UPDATE deliveries d
-SET status = i.status,
-    attempts = d.attempts + i.attempts,
-    http_status = coalesce(i.http_status, d.http_status),
-    provider_message_id = coalesce(i.provider_message_id, d.provider_message_id),
-    error_code = i.error_code,
-    settled_at = CASE WHEN i.status = 'claimed' THEN NULL ELSE now() END,
-    lease_until = NULL,
-    claimed_by = CASE WHEN i.status = 'claimed' THEN NULL ELSE d.claimed_by END
-FROM input i
-WHERE d.channel = i.channel AND d.job_id = i.job_id AND d.claimed_at = i.claimed_at
-  -- Giving a claim up touches only a claim still ours; an outcome is
-  -- written whoever holds the row now (the call was made).
-  AND (i.status <> 'claimed' OR (d.status = 'claimed' AND d.claimed_by = $9))
-RETURNING i.n
+-- One row holding the numbers written, not one row a job to decode.
+SELECT coalesce(array_agg(n), '{}')::int8[] FROM written
 ";
 
 /// Writes `batch`; per record, whether a row took it, or why not. One
@@ -110,7 +114,7 @@ async fn record_all(
 ) -> Result<Vec<bool>, LedgerError> {
     let text = |f: &dyn Fn(&Record) -> &str| -> Vec<&str> { batch.iter().map(f).collect() };
     let int = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
-    let written: Vec<(i64,)> = sqlx::query_as(RECORD)
+    let written: Vec<i64> = sqlx::query_scalar(RECORD)
         .bind(text(&|r| r.channel.as_str()))
         .bind(text(&|r| &r.job_id))
         .bind(batch.iter().map(|r| r.claimed_at).collect::<Vec<_>>())
@@ -140,12 +144,12 @@ async fn record_all(
                 .collect::<Vec<_>>(),
         )
         .bind(worker)
-        .fetch_all(pool)
+        .fetch_one(pool)
         .await
         .map_err(|e| LedgerError::sql("record", &e))?;
     // ORDINALITY counts from 1.
     let mut matched = vec![false; batch.len()];
-    for (n,) in written {
+    for n in written {
         if let Some(m) = usize::try_from(n - 1).ok().and_then(|i| matched.get_mut(i)) {
             *m = true;
         }

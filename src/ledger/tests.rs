@@ -258,7 +258,7 @@ async fn an_outcome_is_written_beside_its_claim_without_touching_an_index() {
     .fetch_all(&mut *tx)
     .await
     .unwrap();
-    let written: Vec<(i64,)> = sqlx::query_as(records::RECORD)
+    let written: Vec<i64> = sqlx::query_scalar(records::RECORD)
         .bind(vec!["sms"; n])
         .bind(&jobs)
         .bind(&at)
@@ -272,7 +272,7 @@ async fn an_outcome_is_written_beside_its_claim_without_touching_an_index() {
         )
         .bind(vec![None::<String>; n])
         .bind("w1")
-        .fetch_all(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .unwrap();
     assert_eq!(written.len(), n);
