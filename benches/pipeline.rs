@@ -613,12 +613,21 @@ async fn slow_provider(env: &Env, k: usize, rounds: usize, http: &str) -> f64 {
     let n = k * rounds;
     env.publish(n, false).await;
     let consumers = k.div_ceil(1000);
+    // All k in flight at once: the calls' own bound is lifted to the window.
+    let cap = k.to_string();
     let worker = env
         .worker(
             &url,
             k / consumers,
             consumers,
-            &["--request-timeout-ms", "30000", "--provider-http", http],
+            &[
+                "--request-timeout-ms",
+                "30000",
+                "--provider-http",
+                http,
+                "--max-calls-in-flight",
+                &cap,
+            ],
         )
         .await;
     wait_until("all delivered", Duration::from_secs(300), async || {
@@ -640,12 +649,20 @@ async fn memory(env: &Env, in_flight: usize, http: &str) -> (f64, f64) {
     let (url, fake) = fake_on(StatusCode::OK, Duration::from_secs(2), tls).await;
     let per_queue = in_flight / 2;
     let consumers = per_queue.div_ceil(1000);
+    let cap = per_queue.to_string();
     let worker = env
         .worker(
             &url,
             per_queue / consumers,
             consumers,
-            &["--request-timeout-ms", "30000", "--provider-http", http],
+            &[
+                "--request-timeout-ms",
+                "30000",
+                "--provider-http",
+                http,
+                "--max-calls-in-flight",
+                &cap,
+            ],
         )
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -725,12 +742,20 @@ async fn huge_bodies(env: &Env, in_flight: usize, body_mib: usize, http: &str) -
     )
     .await;
     let per_queue = in_flight / 2;
+    let cap = per_queue.to_string();
     let worker = env
         .worker(
             &url,
             per_queue,
             1,
-            &["--request-timeout-ms", "30000", "--provider-http", http],
+            &[
+                "--request-timeout-ms",
+                "30000",
+                "--provider-http",
+                http,
+                "--max-calls-in-flight",
+                &cap,
+            ],
         )
         .await;
     let e = env.publish(per_queue, false);

@@ -64,7 +64,7 @@ pub(crate) async fn urgent(n: usize, probes: usize) -> Lanes {
     };
     env.publish_each("email", n, |i| (job(format!("bulk{i}")), None))
         .await;
-    let worker = env.worker(&url, 100, 1, &[]).await;
+    let worker = env.worker(&url, 1000, 1, &[]).await;
     wait_until("the backlog flowing", Duration::from_secs(60), async || {
         seen.0.lock().unwrap().len() >= n / 10
     })

@@ -157,7 +157,8 @@ pub(crate) async fn run_with(
         let prefetch = std::env::var("BENCH_PREFETCH")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(100);
+            // The worker's default `NOTIFY_PREFETCH`.
+            .unwrap_or(1000);
         let mut flags = vec!["--log-level", "info"];
         flags.extend_from_slice(extra);
         let w = env.worker(&url, prefetch, 1, &flags).await;

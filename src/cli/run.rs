@@ -99,7 +99,11 @@ pub struct RunArgs {
     #[arg(long, env = "NOTIFY_REQUEST_TIMEOUT_MS", value_name = "NOTIFY_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
     /// Unacked deliveries per queue, so jobs processed concurrently per queue.
-    #[arg(long, env = "NOTIFY_PREFETCH", value_name = "NOTIFY_PREFETCH", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Deep by default: with the ledger each job also waits for two
+    /// database commits, and only a deep window keeps the broker, the
+    /// provider and the database busy meanwhile (100 gave a third of the
+    /// throughput of 1000 in benchmark (l)).
+    #[arg(long, env = "NOTIFY_PREFETCH", value_name = "NOTIFY_PREFETCH", default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
     /// Pause of a provider after an auth failure, in seconds; 0 turns it off.
     #[arg(
@@ -154,6 +158,13 @@ pub struct RunArgs {
     /// deliveries: jobs in flight per queue = consumers × prefetch.
     #[arg(long, env = "NOTIFY_CONSUMERS_PER_QUEUE", value_name = "NOTIFY_CONSUMERS_PER_QUEUE", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub consumers_per_queue: u16,
+    /// Most calls in flight per provider (plus NOTIFY_URGENT_PREFETCH),
+    /// whatever the window: the jobs beyond it wait their turn (unacked). A deep prefetch is for
+    /// the ledger's commits; this keeps a burst of the window from opening
+    /// as many HTTP/1.1 connections at once. Raise it for a slow provider:
+    /// calls/s per provider is at most this / its response time.
+    #[arg(long, env = "NOTIFY_MAX_CALLS_IN_FLIGHT", value_name = "NOTIFY_MAX_CALLS_IN_FLIGHT", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_calls_in_flight: u32,
     /// Prefetch of each urgent queue (`{queue}.urgent`, one consumer each):
     /// its jobs skip the wait for a place in flight behind bulk calls.
     #[arg(long, env = "NOTIFY_URGENT_PREFETCH", value_name = "NOTIFY_URGENT_PREFETCH", default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
@@ -241,11 +252,13 @@ impl TryFrom<RunArgs> for WorkerConfig {
         let http = HttpOptions {
             timeout: Duration::from_millis(a.request_timeout_ms),
             version: a.provider_http,
-            // Each provider serves one queue, so this bounds its calls.
-            // Each provider's bulk queues (or shards), plus its urgent lane.
-            max_in_flight: usize::from(a.prefetch)
+            // Each provider serves one queue: its bulk calls are bounded by
+            // the queue's window (all shards) and the setting, and its urgent
+            // lane's come on top.
+            max_in_flight: (usize::from(a.prefetch)
                 * usize::from(a.consumers_per_queue)
-                * usize::from(a.broker.shards.max(1))
+                * usize::from(a.broker.shards.max(1)))
+            .min(usize::try_from(a.max_calls_in_flight).unwrap_or(usize::MAX))
                 + usize::from(a.urgent_prefetch),
             streams_per_connection: usize::try_from(a.http2_streams).unwrap_or(usize::MAX),
             max_response_bytes: usize::try_from(a.max_response_bytes).unwrap_or(usize::MAX),
