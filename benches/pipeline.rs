@@ -612,13 +612,16 @@ async fn slow_provider(env: &Env, k: usize, rounds: usize, http: &str) -> f64 {
     let (url, fake) = fake(StatusCode::OK, Duration::from_millis(200)).await;
     let n = k * rounds;
     env.publish(n, false).await;
-    let consumers = k.div_ceil(1000);
-    // All k in flight at once: the calls' own bound is lifted to the window.
+    // k calls in flight (`--max-calls-in-flight`), in a window deeper by
+    // the default prefetch: the jobs claimed or recorded meanwhile do not
+    // take places from the calls.
+    let window = k + 1000;
+    let consumers = window.div_ceil(1000);
     let cap = k.to_string();
     let worker = env
         .worker(
             &url,
-            k / consumers,
+            window / consumers,
             consumers,
             &[
                 "--request-timeout-ms",

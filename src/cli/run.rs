@@ -158,8 +158,8 @@ pub struct RunArgs {
     /// deliveries: jobs in flight per queue = consumers × prefetch.
     #[arg(long, env = "NOTIFY_CONSUMERS_PER_QUEUE", value_name = "NOTIFY_CONSUMERS_PER_QUEUE", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub consumers_per_queue: u16,
-    /// Most calls in flight per provider (plus NOTIFY_URGENT_PREFETCH),
-    /// whatever the window: the jobs beyond it wait their turn (unacked). A deep prefetch is for
+    /// Most bulk calls in flight per provider, whatever the window: the jobs
+    /// beyond it wait their turn (unacked). Urgent calls go past it. A deep prefetch is for
     /// the ledger's commits; this keeps a burst of the window from opening
     /// as many HTTP/1.1 connections at once. Raise it for a slow provider:
     /// calls/s per provider is at most this / its response time.
@@ -249,17 +249,17 @@ impl TryFrom<RunArgs> for WorkerConfig {
         if amqp.query.heartbeat.is_none() {
             amqp.query.heartbeat = Some(a.heartbeat_secs);
         }
+        // Each provider serves one queue: its bulk calls are bounded by the
+        // queue's window (all shards) and the setting; its urgent lane's
+        // calls go past that bound, so its connections have room for them.
+        let bulk_calls = (usize::from(a.prefetch)
+            * usize::from(a.consumers_per_queue)
+            * usize::from(a.broker.shards.max(1)))
+        .min(usize::try_from(a.max_calls_in_flight).unwrap_or(usize::MAX));
         let http = HttpOptions {
             timeout: Duration::from_millis(a.request_timeout_ms),
             version: a.provider_http,
-            // Each provider serves one queue: its bulk calls are bounded by
-            // the queue's window (all shards) and the setting, and its urgent
-            // lane's come on top.
-            max_in_flight: (usize::from(a.prefetch)
-                * usize::from(a.consumers_per_queue)
-                * usize::from(a.broker.shards.max(1)))
-            .min(usize::try_from(a.max_calls_in_flight).unwrap_or(usize::MAX))
-                + usize::from(a.urgent_prefetch),
+            max_in_flight: bulk_calls + usize::from(a.urgent_prefetch),
             streams_per_connection: usize::try_from(a.http2_streams).unwrap_or(usize::MAX),
             max_response_bytes: usize::try_from(a.max_response_bytes).unwrap_or(usize::MAX),
         };
@@ -296,7 +296,7 @@ impl TryFrom<RunArgs> for WorkerConfig {
             Duration::from_millis(a.key_poll_ms),
         )?;
         let flow = |max_rate| FlowPolicy {
-            max_in_flight: http.max_in_flight,
+            max_in_flight: bulk_calls,
             max_rate,
             retry_after_cap: Duration::from_millis(a.retry_after_max_ms),
         };

@@ -21,7 +21,7 @@ async fn a_429_storm_leaves_no_dead_letter_and_spends_no_attempt() {
     ];
     let worker = env.worker(&email, &sms, &args).await;
     let limit_metric = r#"notify_provider_concurrency_limit{provider="migosmtp"}"#;
-    // The prefetch plus the urgent lane's, before any call.
+    // The prefetch (urgent calls go past it), before any call.
     let (_, text) = worker.get("/metrics").await;
     let first_limit = metric(&text, limit_metric).expect("limit exported");
     let started = Instant::now();
