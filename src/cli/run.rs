@@ -99,10 +99,8 @@ pub struct RunArgs {
     #[arg(long, env = "NOTIFY_REQUEST_TIMEOUT_MS", value_name = "NOTIFY_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
     /// Unacked deliveries per queue, so jobs processed concurrently per queue.
-    /// Deep by default: with the ledger each job also waits for two
-    /// database commits, and only a deep window keeps the broker, the
-    /// provider and the database busy meanwhile (100 gave a third of the
-    /// throughput of 1000 in benchmark (l)).
+    /// Deep: each job also waits for two ledger commits, and a shallow
+    /// window leaves the broker and the database idle meanwhile.
     #[arg(long, env = "NOTIFY_PREFETCH", value_name = "NOTIFY_PREFETCH", default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
     /// Pause of a provider after an auth failure, in seconds; 0 turns it off.

@@ -238,62 +238,6 @@ async fn retention_drops_old_partitions_and_makes_new_ones() {
     db.drop().await;
 }
 
-/// An outcome changes no indexed column and finds room on its row's page,
-/// so it is a HOT update (no index written): the ledger's partitions keep
-/// half of each page free. Counted in one transaction, whose own counters
-/// PostgreSQL reports at once.
-#[tokio::test]
-async fn an_outcome_is_written_beside_its_claim_without_touching_an_index() {
-    let db = TestDb::new().await;
-    let mut tx = db.store.pool().begin().await.unwrap();
-    let n = 300;
-    let jobs: Vec<String> = (0..n).map(|i| format!("hot-{i}")).collect();
-    let at: Vec<OffsetDateTime> = sqlx::query_scalar(
-        "INSERT INTO deliveries (job_id, channel, provider, status, recipient, claimed_by, lease_until, claimed_at) \
-         SELECT j, 'sms', 'telnxo', 'claimed', '+9198765' || k, 'w1', now() + interval '30 s', \
-                now() + k * interval '1 microsecond' \
-         FROM unnest($1::text[]) WITH ORDINALITY AS u(j, k) RETURNING claimed_at",
-    )
-    .bind(&jobs)
-    .fetch_all(&mut *tx)
-    .await
-    .unwrap();
-    let written: Vec<i64> = sqlx::query_scalar(records::RECORD)
-        .bind(vec!["sms"; n])
-        .bind(&jobs)
-        .bind(&at)
-        .bind(vec!["sent"; n])
-        .bind(vec![1i32; n])
-        .bind(vec![Some(200i32); n])
-        .bind(
-            jobs.iter()
-                .map(|j| Some(format!("msg-{j}")))
-                .collect::<Vec<_>>(),
-        )
-        .bind(vec![None::<String>; n])
-        .bind("w1")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(written.len(), n);
-    let (updated, hot): (i64, i64) = sqlx::query_as(
-        "SELECT sum(pg_stat_get_xact_tuples_updated(i.inhrelid))::int8, \
-                sum(pg_stat_get_xact_tuples_hot_updated(i.inhrelid))::int8 \
-         FROM pg_inherits i WHERE i.inhparent = 'deliveries'::regclass",
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
-    tx.rollback().await.unwrap();
-    assert_eq!(updated, n as i64);
-    // At the former fillfactor 80, 23 % were.
-    assert!(
-        hot * 10 >= updated * 9,
-        "{hot} of {updated} updates were HOT"
-    );
-    db.drop().await;
-}
-
 /// One step of two workers on a few jobs.
 #[derive(Debug, Clone)]
 enum Op {
