@@ -1279,7 +1279,9 @@ async fn main() {
         }
     }
     if run("n") {
-        let (n, probes) = (sizes.jobs, if smoke { 10 } else { 50 });
+        // A backlog that outlasts the probes (they are published one
+        // confirm at a time, a few seconds in all) at the default window's pace.
+        let (n, probes) = (3 * sizes.jobs, if smoke { 10 } else { 50 });
         println!(
             "\n| (n) {probes} probes a lane while {n} bulk jobs drain | p50 | p99 | max | bulk jobs still queued at the last urgent arrival |"
         );
