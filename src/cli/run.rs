@@ -156,11 +156,11 @@ pub struct RunArgs {
     /// deliveries: jobs in flight per queue = consumers × prefetch.
     #[arg(long, env = "NOTIFY_CONSUMERS_PER_QUEUE", value_name = "NOTIFY_CONSUMERS_PER_QUEUE", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub consumers_per_queue: u16,
-    /// Most bulk calls in flight per provider, whatever the window: the jobs
-    /// beyond it wait their turn (unacked). Urgent calls go past it. A deep prefetch is for
-    /// the ledger's commits; this keeps a burst of the window from opening
-    /// as many HTTP/1.1 connections at once. Raise it for a slow provider:
-    /// calls/s per provider is at most this / its response time.
+    /// Most bulk calls in flight per provider, whatever the window (the jobs
+    /// beyond it wait their turn, unacked; urgent calls go past it): a burst
+    /// of a deep window must not open as many HTTP/1.1 connections at once.
+    /// Raise it for a slow provider: calls/s per provider is at most this
+    /// divided by its response time.
     #[arg(long, env = "NOTIFY_MAX_CALLS_IN_FLIGHT", value_name = "NOTIFY_MAX_CALLS_IN_FLIGHT", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_calls_in_flight: u32,
     /// Prefetch of each urgent queue (`{queue}.urgent`, one consumer each):
