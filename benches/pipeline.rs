@@ -62,6 +62,21 @@ const ADMIN_DB: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const BIN: &str = env!("CARGO_BIN_EXE_notify-worker");
 const EMAIL_KEY: &str = "mk_bench_key";
 const SMS_KEY: &str = "tk_bench_key";
+/// The worker's default `NOTIFY_PREFETCH`, for the runs "at its defaults".
+const WORKER_PREFETCH: usize = 1000;
+
+/// A slow provider's flags: `http` spoken, `cap` calls in flight at most,
+/// and a timeout no call reaches.
+fn slow_flags<'a>(http: &'a str, cap: &'a str) -> [&'a str; 6] {
+    [
+        "--request-timeout-ms",
+        "30000",
+        "--provider-http",
+        http,
+        "--max-calls-in-flight",
+        cap,
+    ]
+}
 
 struct Sizes {
     runs: usize,
@@ -615,23 +630,11 @@ async fn slow_provider(env: &Env, k: usize, rounds: usize, http: &str) -> f64 {
     // k calls in flight (`--max-calls-in-flight`), in a window deeper by
     // the default prefetch: the jobs claimed or recorded meanwhile do not
     // take places from the calls.
-    let window = k + 1000;
+    let window = k + WORKER_PREFETCH;
     let consumers = window.div_ceil(1000);
     let cap = k.to_string();
     let worker = env
-        .worker(
-            &url,
-            window / consumers,
-            consumers,
-            &[
-                "--request-timeout-ms",
-                "30000",
-                "--provider-http",
-                http,
-                "--max-calls-in-flight",
-                &cap,
-            ],
-        )
+        .worker(&url, window / consumers, consumers, &slow_flags(http, &cap))
         .await;
     wait_until("all delivered", Duration::from_secs(300), async || {
         fake.count() >= n
@@ -658,14 +661,7 @@ async fn memory(env: &Env, in_flight: usize, http: &str) -> (f64, f64) {
             &url,
             per_queue / consumers,
             consumers,
-            &[
-                "--request-timeout-ms",
-                "30000",
-                "--provider-http",
-                http,
-                "--max-calls-in-flight",
-                &cap,
-            ],
+            &slow_flags(http, &cap),
         )
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -747,19 +743,7 @@ async fn huge_bodies(env: &Env, in_flight: usize, body_mib: usize, http: &str) -
     let per_queue = in_flight / 2;
     let cap = per_queue.to_string();
     let worker = env
-        .worker(
-            &url,
-            per_queue,
-            1,
-            &[
-                "--request-timeout-ms",
-                "30000",
-                "--provider-http",
-                http,
-                "--max-calls-in-flight",
-                &cap,
-            ],
-        )
+        .worker(&url, per_queue, 1, &slow_flags(http, &cap))
         .await;
     let e = env.publish(per_queue, false);
     let s = env.publish(per_queue, true);

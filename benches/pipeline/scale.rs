@@ -4,7 +4,7 @@
 //! while a backlog of bulk jobs drains, against jobs published at the same
 //! moments to the bulk lane: publish-to-provider latency of each.
 
-use super::{Env, thrift, wait_until};
+use super::{Env, WORKER_PREFETCH, thrift, wait_until};
 use axum::{Router, extract::State, http::HeaderMap, routing::post};
 use notify_worker::QueueType;
 use std::{
@@ -64,7 +64,7 @@ pub(crate) async fn urgent(n: usize, probes: usize) -> Lanes {
     };
     env.publish_each("email", n, |i| (job(format!("bulk{i}")), None))
         .await;
-    let worker = env.worker(&url, 1000, 1, &[]).await;
+    let worker = env.worker(&url, WORKER_PREFETCH, 1, &[]).await;
     wait_until("the backlog flowing", Duration::from_secs(60), async || {
         seen.0.lock().unwrap().len() >= n / 10
     })

@@ -5,7 +5,7 @@
 //! The relay is this benchmark binary run again as a child process, so its
 //! CPU is its own.
 
-use super::{AMQP, Env, fake, wait_until};
+use super::{AMQP, Env, WORKER_PREFETCH, fake, wait_until};
 use axum::http::StatusCode;
 use futures_util::StreamExt;
 use lapin::{
@@ -157,8 +157,7 @@ pub(crate) async fn run_with(
         let prefetch = std::env::var("BENCH_PREFETCH")
             .ok()
             .and_then(|v| v.parse().ok())
-            // The worker's default `NOTIFY_PREFETCH`.
-            .unwrap_or(1000);
+            .unwrap_or(WORKER_PREFETCH);
         let mut flags = vec!["--log-level", "info"];
         flags.extend_from_slice(extra);
         let w = env.worker(&url, prefetch, 1, &flags).await;
