@@ -18,7 +18,8 @@ BEGIN
 END
 $$;
 
--- As before, with the new partitions at fillfactor 45: creates the
+-- Restated whole (an applied migration is never edited, and a function
+-- cannot be changed in part); only the fillfactor differs. As before: creates the
 -- partitions of today and the next `ahead_days` days (UTC) and
 -- drops those whose day ended more than `keep_days` days ago. Returns what
 -- it did. Safe to run at any time, by anyone; the worker runs it at start
