@@ -67,7 +67,7 @@ pub(crate) async fn start(
     running.store(true, Ordering::SeqCst);
     let ch = amqp.clone();
     let pump_task = async move {
-        let result = pump(consumer, source, &pipeline, &tracker).await;
+        let result = pump(consumer, source, prefetch, &pipeline, &tracker).await;
         running.store(false, Ordering::SeqCst);
         if result.is_ok() {
             // Stop the broker sending more; deliveries it already sent stay
@@ -89,12 +89,13 @@ pub(crate) async fn start(
 async fn pump(
     mut consumer: lapin::Consumer,
     source: Arc<Source>,
+    prefetch: u16,
     pipeline: &Arc<Pipeline>,
     tracker: &TaskTracker,
 ) -> Result<(), Option<String>> {
     let shutdown: CancellationToken = pipeline.shutdown.clone();
     let _running = pipeline.metrics.consumer_running(source.channel);
-    let acks = Acks::start();
+    let acks = Acks::start(prefetch);
     loop {
         tokio::select! {
             biased;

@@ -2,8 +2,9 @@
 //! `basic.ack` with `multiple = true` up to the highest delivery tag whose
 //! predecessors are all settled, never past an unsettled one. A settled
 //! delivery stuck behind an unsettled one waits at most `linger`, then is
-//! acked on its own, so a slow job never holds the others' prefetch slots
-//! for long. Pure: the I/O is in the parent module.
+//! acked on its own; and when more than `max_waiting` wait so, the oldest
+//! go at once: a slow job never holds more than that many of the others'
+//! prefetch slots. Pure: the I/O is in the parent module.
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
@@ -41,16 +42,18 @@ pub(crate) struct Ledger<T> {
     /// gone out in a run since.
     order: VecDeque<(Instant, u64)>,
     linger: Duration,
+    max_waiting: usize,
 }
 
 impl<T> Ledger<T> {
-    pub(crate) fn new(linger: Duration) -> Self {
+    pub(crate) fn new(linger: Duration, max_waiting: usize) -> Self {
         Self {
             through: 0,
             waiting: BTreeMap::new(),
             sent: BTreeSet::new(),
             order: VecDeque::new(),
             linger,
+            max_waiting,
         }
     }
 
@@ -90,7 +93,8 @@ impl<T> Ledger<T> {
             frames.push((Frame::Ack { tag, multiple }, acked));
         }
         while let Some(&(at, tag)) = self.order.front() {
-            if !all && now.duration_since(at) < self.linger {
+            let crowded = self.waiting.len() > self.max_waiting;
+            if !all && !crowded && now.duration_since(at) < self.linger {
                 break;
             }
             self.order.pop_front();
@@ -132,7 +136,7 @@ mod tests {
     #[test]
     fn settled_in_order_is_one_frame() {
         let now = Instant::now();
-        let mut ledger = Ledger::new(LINGER);
+        let mut ledger = Ledger::new(LINGER, 100);
         for tag in [3, 1, 2] {
             ledger.settle(tag, Want::Ack, now, tag);
         }
@@ -152,7 +156,7 @@ mod tests {
     #[test]
     fn never_acks_past_an_unsettled_delivery_and_lingers_no_longer_than_told() {
         let now = Instant::now();
-        let mut ledger = Ledger::new(LINGER);
+        let mut ledger = Ledger::new(LINGER, 100);
         ledger.settle(1, Want::Ack, now, 1);
         ledger.settle(3, Want::Ack, now, 3);
         assert_eq!(
@@ -197,6 +201,40 @@ mod tests {
         assert_eq!(ledger.next_due(), None);
     }
 
+    #[test]
+    fn no_more_than_max_waiting_wait_behind_a_gap() {
+        let now = Instant::now();
+        let mut ledger = Ledger::new(LINGER, 2);
+        // 1 is out; 2, 3, 4 settle behind it at once: one too many waits,
+        // so the oldest goes alone before its linger is over.
+        for tag in [2, 3, 4] {
+            ledger.settle(tag, Want::Ack, now, tag);
+        }
+        assert_eq!(
+            ledger.ready(now, false),
+            vec![(
+                Frame::Ack {
+                    tag: 2,
+                    multiple: false
+                },
+                vec![2]
+            )]
+        );
+        assert_eq!(ledger.ready(now, false), vec![]);
+        // 1 settles: one multiple ack covers it and the two still waiting.
+        ledger.settle(1, Want::Ack, now, 1);
+        assert_eq!(
+            ledger.ready(now, false),
+            vec![(
+                Frame::Ack {
+                    tag: 4,
+                    multiple: true
+                },
+                vec![1, 3, 4]
+            )]
+        );
+    }
+
     proptest! {
         /// Any order of settling, any flush points: each delivery is
         /// answered by exactly one frame; a multiple ack covers only
@@ -208,10 +246,11 @@ mod tests {
             requeue in proptest::collection::vec(any::<bool>(), 60),
             flushes in proptest::collection::vec(any::<bool>(), 60),
             elapse in proptest::collection::vec(0..4u64, 60),
+            max_waiting in 0..70usize,
         ) {
             let start = Instant::now();
             let mut now = start;
-            let mut ledger = Ledger::new(LINGER);
+            let mut ledger = Ledger::new(LINGER, max_waiting);
             let wants: Vec<Want> = requeue.iter().map(|r| if *r { Want::Requeue } else { Want::Ack }).collect();
             let mut answered = vec![0u32; 61];
             let mut acked_at_broker = [false; 61];
