@@ -72,10 +72,10 @@ fn show_sql() -> String {
     )
 }
 
-fn channels(channel: Option<&str>) -> Vec<String> {
+fn channels(channel: Option<&str>) -> Vec<&str> {
     match channel {
-        Some(c) => vec![c.to_owned()],
-        None => Channel::ALL.iter().map(|c| c.as_str().to_owned()).collect(),
+        Some(c) => vec![c],
+        None => Channel::ALL.map(Channel::as_str).to_vec(),
     }
 }
 
