@@ -33,8 +33,8 @@
 //!     windows (pipeline/flow.rs).
 //!
 //! For profiling: `--only d` runs some scenarios; `BENCH_RUNS`, `BENCH_JOBS`,
-//! `BENCH_RSS_IN_FLIGHT=2000`, `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink
-//! a run; `BENCH_WRAP="valgrind --tool=massif"` runs the worker under a tool;
+//! `BENCH_RSS_IN_FLIGHT=2000`, `BENCH_KS=2000` ((c)'s calls in flight),
+//! `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink a run; `BENCH_WRAP="valgrind --tool=massif"` runs the worker under a tool;
 //! `BENCH_TIMELINE=1` prints (g)'s and (o)'s calls taken and refused per
 //! second; `BENCH_WORKER_LOG=<filter>` shows the workers' logs;
 //! `BENCH_WORKER_ENV="NOTIFY_X=1 ..."` gives the workers settings to try.
@@ -830,6 +830,9 @@ async fn main() {
         sizes.jobs = v;
         sizes.thrift = v;
     }
+    if let Some(v) = env_list("BENCH_KS") {
+        sizes.ks = v;
+    }
     if let Some(v) = env_list("BENCH_SOAK").and_then(|v| v.first().copied()) {
         sizes.soak = v;
     }
@@ -1201,6 +1204,15 @@ async fn main() {
             m(&|r| r[2].commits_per_job),
             m(&|r| r[2].inserts_per_job),
             m(&|r| r[2].updates_per_job),
+        );
+        println!(
+            "| WAL flushes / WAL bytes per job (server-wide) | {:.3} / {:.0} | {:.3} / {:.0} | {:.3} / {:.0} | | |",
+            m(&|r| r[0].wal_syncs_per_job),
+            m(&|r| r[0].wal_bytes_per_job),
+            m(&|r| r[1].wal_syncs_per_job),
+            m(&|r| r[1].wal_bytes_per_job),
+            m(&|r| r[2].wal_syncs_per_job),
+            m(&|r| r[2].wal_bytes_per_job),
         );
     }
     if run("k") {

@@ -2,7 +2,8 @@
 //! relay, the worker with `--ledger off`, and the worker with the ledger
 //! (its default), in one run: jobs/s, CPU per job of the consumer and of
 //! PostgreSQL, and what the database did per job (transactions committed,
-//! ledger rows inserted and updated, from PostgreSQL's own statistics).
+//! ledger rows inserted and updated, WAL flushed to disk and written,
+//! from PostgreSQL's own statistics).
 
 use super::{Env, thrift};
 use std::time::Duration;
@@ -16,6 +17,10 @@ pub(crate) struct Costs {
     pub(crate) commits_per_job: f64,
     pub(crate) inserts_per_job: f64,
     pub(crate) updates_per_job: f64,
+    /// WAL flushes to disk (`fdatasync` on Linux) per job: server-wide
+    /// (`pg_stat_wal`), so only meaningful with nothing else writing.
+    pub(crate) wal_syncs_per_job: f64,
+    pub(crate) wal_bytes_per_job: f64,
 }
 
 fn postgres_cpu() -> Duration {
@@ -31,8 +36,9 @@ fn postgres_cpu() -> Duration {
 }
 
 /// Transactions committed in the bench database, ledger rows inserted and
-/// updated. PostgreSQL flushes these counters within a second.
-async fn pg_counts(env: &Env) -> (f64, f64, f64) {
+/// updated, WAL flushes and bytes. PostgreSQL flushes these counters
+/// within a second.
+async fn pg_counts(env: &Env) -> [f64; 5] {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (commits,): (i64,) = sqlx::query_as(
         "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
@@ -46,11 +52,18 @@ async fn pg_counts(env: &Env) -> (f64, f64, f64) {
     .fetch_one(&env.db)
     .await
     .expect("pg_stat_user_tables");
-    (
+    let (syncs, bytes): (i64, f64) =
+        sqlx::query_as("SELECT wal_sync, wal_bytes::float8 FROM pg_stat_wal")
+            .fetch_one(&env.db)
+            .await
+            .expect("pg_stat_wal");
+    [
         commits as f64,
         ins.unwrap_or(0) as f64,
         upd.unwrap_or(0) as f64,
-    )
+        syncs as f64,
+        bytes,
+    ]
 }
 
 /// `n` jobs through the relay (`flags` None) or the worker with `flags`.
@@ -68,8 +81,10 @@ pub(crate) async fn run(env: &Env, n: usize, flags: Option<&[&str]>) -> Costs {
     Costs {
         thrift,
         pg_per_job: pg / u32::try_from(n).unwrap_or(u32::MAX),
-        commits_per_job: per(after.0, before.0),
-        inserts_per_job: per(after.1, before.1),
-        updates_per_job: per(after.2, before.2),
+        commits_per_job: per(after[0], before[0]),
+        inserts_per_job: per(after[1], before[1]),
+        updates_per_job: per(after[2], before[2]),
+        wal_syncs_per_job: per(after[3], before[3]),
+        wal_bytes_per_job: per(after[4], before[4]),
     }
 }
