@@ -34,7 +34,8 @@
 //!
 //! For profiling: `--only d` runs some scenarios; `BENCH_RUNS`, `BENCH_JOBS`,
 //! `BENCH_RSS_IN_FLIGHT=2000`, `BENCH_KS=2000` ((c)'s calls in flight),
-//! `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink a run; `BENCH_WRAP="valgrind --tool=massif"` runs the worker under a tool;
+//! `BENCH_SOAK=0` and `BENCH_HTTP=http2` shrink a run;
+//! `BENCH_WRAP="valgrind --tool=massif"` runs the worker under a tool;
 //! `BENCH_TIMELINE=1` prints (g)'s and (o)'s calls taken and refused per
 //! second; `BENCH_WORKER_LOG=<filter>` shows the workers' logs;
 //! `BENCH_WORKER_ENV="NOTIFY_X=1 ..."` gives the workers settings to try.
