@@ -103,8 +103,10 @@ async fn pump(
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     // Spawned as is: wrapped in an async block, the task
-                    // would hold the delivery twice.
-                    tracker.spawn(Arc::clone(pipeline).handle(Arc::clone(&source), delivery, acks.clone()));
+                    // would hold the delivery twice. Boxed: the job's
+                    // future is kilobytes, and a task moves its future
+                    // several times (spawn, its cell, its end).
+                    tracker.spawn(Box::pin(Arc::clone(pipeline).handle(Arc::clone(&source), delivery, acks.clone())));
                 }
                 Some(Err(e)) => return Err(Some(e.to_string())),
                 None => return Err(None),

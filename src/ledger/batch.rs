@@ -67,10 +67,12 @@ impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
                 let (requests, answers): (Vec<Q>, Vec<Answer<A>>) =
                     batch.drain(..).map(|(q, _, a)| (q, a)).unzip();
                 let run = Arc::clone(&run);
-                tokio::spawn(async move {
+                // Boxed: a statement's future is kilobytes (sqlx's), and a
+                // task moves its future several times.
+                tokio::spawn(Box::pin(async move {
                     answer(answers, run(requests).await);
                     drop(slot);
-                });
+                }));
             }
         });
         Self { tx }
