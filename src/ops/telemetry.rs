@@ -1,5 +1,6 @@
 //! Logging: JSON for machines, text for people, both through tracing.
 
+use std::io::IsTerminal;
 use tracing_subscriber::{EnvFilter, fmt};
 
 /// `NOTIFY_LOG_FORMAT`.
@@ -22,7 +23,12 @@ pub(crate) fn init(format: LogFormat, filter: &str) -> anyhow::Result<()> {
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        // Colour only for a person at a terminal: piped to a file or a log
+        // collector, escape codes are noise (and cost a job's line a
+        // fifth of its formatting). `NO_COLOR` turns them off anyway.
+        LogFormat::Text => builder
+            .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .try_init(),
     };
     installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
 }

@@ -388,6 +388,10 @@ async fn migrate_applies_the_schema_and_is_idempotent() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Text logs piped (not a terminal) carry no colour escape codes.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("migrations applied"), "{stdout}");
+        assert!(!stdout.contains('\u{1b}'), "escape codes in {stdout:?}");
     }
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT indexname::text FROM pg_indexes WHERE tablename = 'dead_letters' ORDER BY 1",
