@@ -154,7 +154,7 @@ async fn fake_with(
             },
         ))
         .with_state(Arc::clone(&state));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = fake_listener();
     let addr = listener.local_addr().unwrap();
     if !tls {
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -760,6 +760,17 @@ async fn huge_bodies(env: &Env, in_flight: usize, body_mib: usize, http: &str) -
 }
 
 /// A comma-separated list of numbers from the environment, if set.
+/// A loopback listener for a fake provider whose accept queue holds a burst
+/// of connections: a worker or the relay opens hundreds at once, the
+/// default queue (128 here) overflowed under load, and the kernel retries
+/// a dropped SYN only after a second. Those calls then held up the acks of
+/// every job behind them (benchmark noise, not the worker's pace).
+pub(crate) fn fake_listener() -> tokio::net::TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    socket.listen(4096).unwrap()
+}
+
 fn env_list(name: &str) -> Option<Vec<usize>> {
     let v = std::env::var(name).ok()?;
     v.split(',').map(|n| n.trim().parse().ok()).collect()

@@ -42,7 +42,7 @@ async fn sink() -> (String, Arc<AtomicUsize>) {
             }),
         )
         .with_state(exports.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = super::fake_listener();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, exports)
