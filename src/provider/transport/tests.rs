@@ -122,3 +122,58 @@ fn a_call_in_flight_stays_small() {
     let size = std::mem::size_of_val(&t.call(&call));
     assert!(size <= 1536, "Transport::call future is {size} bytes");
 }
+
+/// A cold pool opens connections a few at a time, not one per call in the
+/// same instant: a provider that accepts but never finishes the TLS
+/// handshake sees no more than `OPENING_AT_ONCE` connections from 200
+/// calls.
+#[tokio::test]
+async fn a_cold_pool_opens_connections_a_few_at_a_time() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(sock);
+        }
+    });
+    let options = HttpOptions {
+        timeout: Duration::from_secs(30),
+        version: HttpVersion::Http1,
+        max_in_flight: 500,
+        streams_per_connection: 100,
+        max_response_bytes: 64 * 1024,
+    };
+    let url = reqwest::Url::parse(&format!("https://{addr}/v1/email/send")).unwrap();
+    let transport = Transport::new(Provider::MigoSmtp, options, url).unwrap();
+    let call = Call {
+        authorization: HeaderValue::from_static("Bearer mk_test"),
+        idempotency_key: None,
+        body: Bytes::from_static(b"{}"),
+        traceparent: None,
+        tracestate: None,
+    };
+    let calls = futures_util::future::join_all((0..200).map(|_| transport.call(&call)));
+    let watch = async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while accepted.load(Ordering::SeqCst) < crate::provider::http1::OPENING_AT_ONCE {
+            assert!(
+                Instant::now() < deadline,
+                "the first connections never came"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Time for any more to arrive, were they not held back.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        accepted.load(Ordering::SeqCst)
+    };
+    let seen = tokio::select! {
+        _ = calls => panic!("the calls ended, yet the provider never answered"),
+        n = watch => n,
+    };
+    assert_eq!(seen, crate::provider::http1::OPENING_AT_ONCE);
+    server.abort();
+}
