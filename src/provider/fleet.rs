@@ -259,11 +259,20 @@ mod tests {
         let a = FleetCeiling::new(Provider::Telnxo, pool.clone(), 100.0, 2);
         let b = FleetCeiling::new(Provider::Telnxo, pool, 100.0, 2);
         assert_eq!(a.size, 10, "100 ms of calls at 100/s");
-        // Back to back, each block starts where the other's ends.
+        // Back to back, each block starts where the other's ends. Each
+        // start is placed on our clock from its answer, late by that
+        // answer's travel, so the first one's round trip may shorten the
+        // gap seen here (CI, loaded: 94.8 ms); overlapping blocks would
+        // show no gap at all.
+        let asked = Instant::now();
         let first = a.claim().await.expect("claim");
+        let first_trip = asked.elapsed();
         let second = b.claim().await.expect("claim");
         let gap = second.saturating_duration_since(first);
-        assert!(gap >= Duration::from_millis(95), "blocks overlap: {gap:?}");
+        assert!(
+            gap + first_trip >= Duration::from_millis(95),
+            "blocks overlap: {gap:?} apart, first claim's round trip {first_trip:?}"
+        );
         // A's 429 holds B's next block; the rest of A's burst states nothing.
         assert!(a.extends_hold(Duration::from_secs(2)));
         assert!(!a.extends_hold(Duration::from_secs(2)));
