@@ -256,6 +256,11 @@ mod tests {
     async fn replicas_claim_blocks_that_never_overlap_and_share_a_retry_after() {
         let db = TestDb::new().await;
         let pool = db.store.pool().clone();
+        // A connection open first, so the round trip below is the claim's.
+        sqlx::query("SELECT 1")
+            .execute(&pool)
+            .await
+            .expect("connect");
         let a = FleetCeiling::new(Provider::Telnxo, pool.clone(), 100.0, 2);
         let b = FleetCeiling::new(Provider::Telnxo, pool, 100.0, 2);
         assert_eq!(a.size, 10, "100 ms of calls at 100/s");
