@@ -245,7 +245,11 @@ impl Env {
         .await
         .unwrap();
         admin.close().await;
-        let db_url = format!("postgres://postgres@127.0.0.1:5432/nw_bench_{suffix}");
+        // `BENCH_DB_OPTS="sslmode=disable"`: the worker's connection options
+        // (by default it takes TLS where the server offers it, as here).
+        let opts =
+            std::env::var("BENCH_DB_OPTS").map_or_else(|_| String::new(), |o| format!("?{o}"));
+        let db_url = format!("postgres://postgres@127.0.0.1:5432/nw_bench_{suffix}{opts}");
         let db = PgPool::connect(&db_url).await.unwrap();
         sqlx::migrate!("./migrations").run(&db).await.unwrap();
         let amqp = Connection::connect(AMQP, ConnectionProperties::default())
