@@ -38,7 +38,8 @@
 //! `BENCH_WRAP="valgrind --tool=massif"` runs the worker under a tool;
 //! `BENCH_TIMELINE=1` prints (g)'s and (o)'s calls taken and refused per
 //! second; `BENCH_WORKER_LOG=<filter>` shows the workers' logs;
-//! `BENCH_WORKER_ENV="NOTIFY_X=1 ..."` gives the workers settings to try.
+//! `BENCH_WORKER_ENV="NOTIFY_X=1 ..."` gives the workers settings to try;
+//! `BENCH_DB_OPTS="sslmode=disable"` their database URL's options.
 
 use axum::{Router, extract::State, http::StatusCode, routing::post};
 use futures_util::StreamExt;
