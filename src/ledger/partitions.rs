@@ -1,5 +1,5 @@
 //! Retention without a bulk DELETE: the ledger's daily partitions are
-//! created a few days ahead and dropped once older than the retention, by
+//! created from yesterday to a few days ahead and dropped once older than the retention, by
 //! `deliveries_maintain()` (see the migration), one replica at a time.
 
 use super::LedgerError;
