@@ -62,8 +62,8 @@ fn decode_with(input: DecodeInput<'_>, fast: bool) -> Result<Job, Box<InvalidJob
         )
     })?;
     // Most bodies are well-formed: read them without building a `Value`
-    // (a map of owned strings, a fifth of a job's decoding). Any refusal is
-    // decided again below from the `Value`, which the dead letter carries.
+    // (a map of owned strings, about 70 % of decoding a job). Any refusal
+    // is decided again below from the `Value`, which the dead letter carries.
     if fast
         && let Ok(fast) = serde_json::from_str::<Fast<'_>>(text)
         && let Ok((id, message, expires_at)) = fields_of(&fast, input.channel)
