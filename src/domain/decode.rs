@@ -94,25 +94,53 @@ fn decode_with(input: DecodeInput<'_>, fast: bool) -> Result<Job, Box<InvalidJob
     }
 }
 
-/// A job's fields as the body has them, borrowed where unescaped. Only
-/// strings and null are accepted here, a key twice is refused: anything
-/// else goes the slow way, which words the refusal.
-#[derive(serde::Deserialize)]
+/// A job's fields as the body has them. Only strings and null are
+/// accepted here, a key twice is refused: anything else goes the slow way,
+/// which words the refusal.
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
 struct Fast<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    from: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    to: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    subject: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    html: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    message: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    expires_at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Str<'a>>,
+    #[serde(borrow)]
+    from: Option<Str<'a>>,
+    #[serde(borrow)]
+    to: Option<Str<'a>>,
+    #[serde(borrow)]
+    subject: Option<Str<'a>>,
+    #[serde(borrow)]
+    html: Option<Str<'a>>,
+    #[serde(borrow)]
+    message: Option<Str<'a>>,
+    #[serde(borrow)]
+    expires_at: Option<Str<'a>>,
+}
+
+/// A string borrowed from the body, or copied where it has escapes. (serde
+/// borrows a `Cow` only as a field's whole type: inside an `Option` it
+/// always copied.)
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
 }
 
 /// One field of a body: absent (or null), a string, or another kind.
@@ -149,7 +177,7 @@ impl Fields for Fast<'_> {
             "expires_at" => &self.expires_at,
             _ => &None,
         };
-        value.as_deref().map_or(Field::Absent, Field::Str)
+        value.as_ref().map_or(Field::Absent, |s| Field::Str(&s.0))
     }
 }
 
