@@ -4,6 +4,7 @@
 pub(crate) mod admin;
 pub(crate) mod filewatch;
 mod held;
+pub(crate) mod logfields;
 pub(crate) mod metrics;
 pub(crate) mod shutdown;
 pub(crate) mod telemetry;

@@ -37,8 +37,15 @@ pub(crate) fn init(format: LogFormat, filter: &str) -> anyhow::Result<()> {
         // Colour only for a person at a terminal: piped to a file or a log
         // collector, escape codes are noise (and cost a job's line a
         // fifth of its formatting). `NO_COLOR` turns them off anyway.
+        LogFormat::Text
+            if std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() =>
+        {
+            builder.with_ansi(true).try_init()
+        }
+        // Without colour the same text, written for less (`logfields`).
         LogFormat::Text => builder
-            .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .with_ansi(false)
+            .fmt_fields(super::logfields::PlainFields)
             .try_init(),
     };
     installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
