@@ -111,6 +111,10 @@ impl EmailAddress {
             Err("field `to` must be one email address with an `@`".into())
         }
     }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// An E.164 phone number: `+` then 8 to 15 digits.
@@ -126,6 +130,10 @@ impl PhoneNumber {
         } else {
             Err("field `to` must be an E.164 phone number: `+` then 8 to 15 digits".into())
         }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -172,8 +180,8 @@ impl Job {
     /// The recipient, as the ledger records it.
     pub fn recipient(&self) -> &str {
         match &self.message {
-            Message::Email(e) => &e.to.0,
-            Message::Sms(s) => &s.to.0,
+            Message::Email(e) => e.to.as_str(),
+            Message::Sms(s) => s.to.as_str(),
         }
     }
 

@@ -136,20 +136,7 @@ impl ProviderClient {
     ) -> (Answer, Duration) {
         let started = Instant::now();
         let key = self.key();
-        let body = match message {
-            Message::Email(job) => serde_json::to_vec(job),
-            Message::Sms(job) => serde_json::to_vec(job),
-        };
-        let body = match body {
-            Ok(body) => body,
-            // Jobs are plain strings and numbers; this is not expected.
-            Err(e) => {
-                return (
-                    Answer::NoResponse(format!("request error: cannot encode the job: {e}")),
-                    started.elapsed(),
-                );
-            }
-        };
+        let body = super::request::body(message);
         // A context that is not a valid header value is not sent.
         let header = |v: Option<String>| v.and_then(|v| HeaderValue::try_from(v).ok());
         let call = Call {

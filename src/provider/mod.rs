@@ -12,6 +12,7 @@ mod http1;
 mod http2;
 mod keywatch;
 mod pause;
+mod request;
 mod state;
 mod transport;
 
