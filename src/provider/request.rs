@@ -1,8 +1,9 @@
 //! A provider call's JSON body, written directly: the same bytes as
 //! `serde_json::to_vec` of the job (tested), without its escaping loop
 //! over every byte of strings that need no escape, which is nearly all
-//! of them. That loop was about 2,300 instructions a job of 300 bytes
-//! (callgrind, 5,000 jobs), some 3 % of a job's work in the worker.
+//! of them. Callgrind, 5,000 jobs of 300 bytes: this takes about 1,100
+//! instructions a job where `to_vec` took about 2,100 (the worker's whole
+//! work a job went down by 1.3 %).
 
 use crate::domain::Message;
 
