@@ -1,10 +1,11 @@
-//! Claiming jobs before their provider call, many in one transaction.
+//! Claiming jobs before their provider call, many in one statement.
 //!
 //! A partitioned table has no unique index on (channel, job_id), so two
 //! claims of one job are kept apart by an advisory lock per job, taken in
 //! key order (no deadlock between batches) before the statement that looks
-//! for the job's row. In READ COMMITTED that statement's snapshot is taken
-//! after the lock, so it sees any claim committed by the lock's last holder.
+//! for the job's row. Both run in one round trip, inside the database
+//! function `deliveries_claim` (its migration says how the look-up still
+//! sees any claim committed by the lock's last holder).
 
 use super::{LedgerError, records::Status};
 use crate::domain::{Channel, Provider};
@@ -56,53 +57,13 @@ fn lock_key(channel: Channel, job_id: &str) -> i64 {
 /// How long a second delivery of a job claimed twice in one batch waits.
 const SAME_BATCH_RETRY: Duration = Duration::from_millis(200);
 
-/// One row per job from one look-up (`found`), the takeovers and inserts
-/// driven from it, and no join between the parts: the answers are put
-/// together by job in Rust. (The ledger's connections plan no hash joins,
-/// so a join here would be a nested loop over the batch, O(batch²).)
-const CLAIM: &str = r"
-WITH input AS (
-    SELECT * FROM unnest($1::int4[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::timestamptz[], $7::bool[], $8::timestamptz[], $11::timestamptz[])
-        AS i(n, channel, job_id, provider, recipient, not_before, replay, expires_at, new_at)
-),
-found AS (
-    SELECT i.*, d.claimed_at AS at, d.status, d.claimed_by AS holder, d.lease_until
-    FROM input i
-    LEFT JOIN LATERAL (
-        SELECT claimed_at, status, claimed_by, lease_until FROM deliveries d
-        WHERE d.channel = i.channel AND d.job_id = i.job_id AND d.claimed_at >= i.not_before
-        ORDER BY d.claimed_at DESC LIMIT 1
-    ) d ON true
-),
-taken AS (
-    UPDATE deliveries d
-    SET status = 'claimed', claimed_by = $9, lease_until = now() + $10 * interval '1 millisecond',
-        settled_at = NULL, error_code = NULL
-    FROM found f
-    WHERE f.at IS NOT NULL
-      AND d.channel = f.channel AND d.job_id = f.job_id AND d.claimed_at = f.at
-      AND ((d.status = 'claimed' AND (d.lease_until IS NULL OR d.lease_until <= now()))
-           OR (f.replay AND d.status IN ('dead_lettered', 'expired')))
-    RETURNING f.n
-),
-inserted AS (
-    -- Runs whether or not it is read; the statement fails if any row does.
-    INSERT INTO deliveries (job_id, channel, provider, status, recipient, claimed_by, lease_until,
-                            expires_at, claimed_at)
-    SELECT f.job_id, f.channel, f.provider, 'claimed', f.recipient, $9,
-           now() + $10 * interval '1 millisecond', f.expires_at, f.new_at
-    FROM found f WHERE f.at IS NULL
-)
--- Only jobs that had a row come back (rare): a job not answered for was
--- inserted with the claim time the worker gave (new_at). taken: the found
--- row was taken over.
-SELECT f.n, f.at, f.status, f.holder,
-       greatest(extract(epoch FROM f.lease_until - now()), 0)::float8 AS lease_left,
-       false AS taken
-FROM found f WHERE f.at IS NOT NULL
-UNION ALL SELECT n, NULL, NULL, NULL, NULL, true FROM taken
-";
+/// The claim (migration `deliveries_claim_function`): one row per job
+/// that had a row, with whether it was taken over; a job not answered for
+/// was inserted with the claim time given. The answers are put together by
+/// job in Rust, not joined in SQL: the ledger's connections plan no hash
+/// joins, so a join there is a nested loop over the batch, O(batch²).
+const CLAIM: &str =
+    "SELECT * FROM deliveries_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 /// n, claimed_at, status, claimed_by, lease left (s), taken.
 type Row = (
@@ -140,7 +101,7 @@ pub(super) async fn claim_many(
     }
 }
 
-/// Claims `batch` in one transaction.
+/// Claims `batch` in one statement (one transaction).
 async fn claim_all(
     pool: &PgPool,
     worker: &str,
@@ -191,14 +152,7 @@ async fn claim_all(
         .map(|k| now + time::Duration::microseconds(i64::try_from(k).unwrap_or(0)))
         .collect();
 
-    let fail = |e: sqlx::Error| LedgerError::sql("claim", &e);
-    let mut tx = pool.begin().await.map_err(fail)?;
-    sqlx::query("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::int8[]) k")
-        .bind(&keys)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail)?;
-    // A NULL not_before looks at every partition.
+    // A NULL not_before would look at every partition: the epoch does.
     let rows: Vec<Row> = sqlx::query_as(CLAIM)
         .bind(&ns)
         .bind(col(&|r| r.channel.as_str()))
@@ -216,10 +170,10 @@ async fn claim_all(
         .bind(worker)
         .bind(lease_ms)
         .bind(&new_at)
-        .fetch_all(&mut *tx)
+        .bind(&keys)
+        .fetch_all(pool)
         .await
-        .map_err(fail)?;
-    tx.commit().await.map_err(fail)?;
+        .map_err(|e| LedgerError::sql("claim", &e))?;
 
     let mut found = HashMap::new();
     let mut taken = std::collections::HashSet::new();
