@@ -136,7 +136,16 @@ impl ProviderClient {
     ) -> (Answer, Duration) {
         let started = Instant::now();
         let key = self.key();
-        let body = super::request::body(message);
+        let body = match super::request::body(message) {
+            Ok(body) => body,
+            // Jobs are plain strings; this is not expected.
+            Err(e) => {
+                return (
+                    Answer::NoResponse(format!("request error: cannot encode the job: {e}")),
+                    started.elapsed(),
+                );
+            }
+        };
         // A context that is not a valid header value is not sent.
         let header = |v: Option<String>| v.and_then(|v| HeaderValue::try_from(v).ok());
         let call = Call {

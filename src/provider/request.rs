@@ -7,8 +7,9 @@
 
 use crate::domain::Message;
 
-/// The body of `message`'s provider call (contract section 3).
-pub(crate) fn body(message: &Message) -> Vec<u8> {
+/// The body of `message`'s provider call (contract section 3). Fails
+/// only where `serde_json` would: not for strings written into memory.
+pub(crate) fn body(message: &Message) -> Result<Vec<u8>, serde_json::Error> {
     match message {
         Message::Email(job) => object(&[
             ("from", job.from.as_str()),
@@ -26,7 +27,7 @@ pub(crate) fn body(message: &Message) -> Vec<u8> {
 
 /// `{"name":"value",...}`, in the order given (the structs' field order,
 /// as serde writes them). Names are fixed and need no escape.
-fn object(fields: &[(&str, &str)]) -> Vec<u8> {
+fn object(fields: &[(&str, &str)]) -> Result<Vec<u8>, serde_json::Error> {
     let size = fields
         .iter()
         .map(|(n, v)| n.len() + v.len() + 6)
@@ -41,36 +42,27 @@ fn object(fields: &[(&str, &str)]) -> Vec<u8> {
         out.push(b'"');
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"\":");
-        string(&mut out, value);
+        string(&mut out, value)?;
     }
     out.push(b'}');
-    out
+    Ok(out)
 }
 
 /// `value` as a JSON string, as serde_json writes it: a control
 /// character, `"` or `\` is escaped; anything else (non-ASCII included)
-/// is written as it is.
-fn string(out: &mut Vec<u8>, value: &str) {
+/// is written as it is; a string that needs escaping is serde_json's.
+fn string(out: &mut Vec<u8>, value: &str) -> Result<(), serde_json::Error> {
     // Not short-circuiting, so the compiler can check many bytes at once.
     let escape = value
         .bytes()
         .fold(false, |e, b| e | (b < 0x20) | (b == b'"') | (b == b'\\'));
     if escape {
-        escaped(out, value);
-    } else {
-        out.push(b'"');
-        out.extend_from_slice(value.as_bytes());
-        out.push(b'"');
+        return serde_json::to_writer(&mut *out, value);
     }
-}
-
-/// serde_json's own escaping, for the strings that need it.
-fn escaped(out: &mut Vec<u8>, value: &str) {
-    // Writing a `&str` into a `Vec` cannot fail; were it to, the string
-    // is still written, escaped by hand as `{:?}` would (never unescaped).
-    if serde_json::to_writer(&mut *out, value).is_err() {
-        out.extend_from_slice(format!("{value:?}").as_bytes());
-    }
+    out.push(b'"');
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'"');
+    Ok(())
 }
 
 #[cfg(test)]
@@ -91,7 +83,7 @@ mod tests {
             "[a-z<>/\"\\\\\n\t\r\u{0}\u{1f}\u{7f}é€😀]{0,16}",
         ]) {
             let mut ours = Vec::new();
-            string(&mut ours, &s);
+            string(&mut ours, &s).unwrap();
             prop_assert_eq!(ours, serde_json::to_vec(&s).unwrap());
         }
 
@@ -106,13 +98,13 @@ mod tests {
                 subject: text(&b),
                 html: text(&c),
             };
-            prop_assert_eq!(body(&Message::Email(email.clone())), serde_json::to_vec(&email).unwrap());
+            prop_assert_eq!(body(&Message::Email(email.clone())).unwrap(), serde_json::to_vec(&email).unwrap());
             let sms = SmsJob {
                 from: text(&a),
                 to: PhoneNumber::parse("+919876543210").unwrap(),
                 message: text(&c),
             };
-            prop_assert_eq!(body(&Message::Sms(sms.clone())), serde_json::to_vec(&sms).unwrap());
+            prop_assert_eq!(body(&Message::Sms(sms.clone())).unwrap(), serde_json::to_vec(&sms).unwrap());
         }
     }
 
@@ -124,7 +116,7 @@ mod tests {
             message: text("Your OTP is \"482910\".\nValid for 10 minutes."),
         };
         assert_eq!(
-            String::from_utf8(body(&Message::Sms(sms))).unwrap(),
+            String::from_utf8(body(&Message::Sms(sms)).unwrap()).unwrap(),
             r#"{"from":"YOURBRAND","to":"+919876543210","message":"Your OTP is \"482910\".\nValid for 10 minutes."}"#
         );
     }
