@@ -4,8 +4,9 @@
 //! claims of one job are kept apart by an advisory lock per job, taken in
 //! key order (no deadlock between batches) before the statement that looks
 //! for the job's row. Both run in one round trip, inside the database
-//! function `deliveries_claim` (its migration says how the look-up still
-//! sees any claim committed by the lock's last holder).
+//! function `deliveries_claim_near` (its migrations say how the look-up
+//! still sees any claim committed by the lock's last holder, and why it
+//! need not look past an hour ahead).
 
 use super::{LedgerError, records::Status};
 use crate::domain::{Channel, Provider};
@@ -57,15 +58,17 @@ fn lock_key(channel: Channel, job_id: &str) -> i64 {
 /// How long a second delivery of a job claimed twice in one batch waits.
 const SAME_BATCH_RETRY: Duration = Duration::from_millis(200);
 
-/// The claim (migration `deliveries_claim_function`): one row per job
+/// The claim (migration `deliveries_claim_horizon`): one row per job
 /// that had a row, with whether it was taken over; a job not answered for
-/// was inserted with the claim time given. The answers are put together by
-/// job in Rust, not joined in SQL: the ledger's connections plan no hash
-/// joins, so a join there is a nested loop over the batch, O(batch²).
+/// was inserted with its claim time (the first given, a microsecond more
+/// for each next job). The answers are put together by job in Rust, not
+/// joined in SQL: the ledger's connections plan no hash joins, so a join
+/// there is a nested loop over the batch, O(batch²).
 const CLAIM: &str =
-    "SELECT * FROM deliveries_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+    "SELECT * FROM deliveries_claim_near($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
-/// n, claimed_at, status, claimed_by, lease left (s), taken.
+/// Position among the jobs asked (from 0), claimed_at, status,
+/// claimed_by, lease left (s), taken.
 type Row = (
     i32,
     Option<OffsetDateTime>,
@@ -131,30 +134,24 @@ async fn claim_all(
     let col = |f: &dyn Fn(&ClaimRequest) -> &str| -> Vec<&str> {
         asked.iter().map(|&n| f(&batch[n])).collect()
     };
-    let ns: Vec<i32> = asked
-        .iter()
-        .map(|&n| i32::try_from(n).unwrap_or(i32::MAX))
-        .collect();
     let not_before: Vec<Option<OffsetDateTime>> =
         asked.iter().map(|&n| batch[n].minted_after).collect();
     let replay: Vec<bool> = asked.iter().map(|&n| batch[n].replay).collect();
     let expires: Vec<Option<OffsetDateTime>> = asked.iter().map(|&n| batch[n].expires_at).collect();
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     // A new row's claim time: the worker's clock (it only places the row in
-    // its day and orders a job's rows; leases are timed by the database's),
-    // one apart per row, so a look-up by claimed_at finds one row.
-    // Whole microseconds, as PostgreSQL keeps them.
+    // its day and orders a job's rows; leases are timed by the database's,
+    // which refuses a time an hour off its own), one apart per row, so a
+    // look-up by claimed_at finds one row. Whole microseconds, as
+    // PostgreSQL keeps them; the database adds them as this does.
     let now = OffsetDateTime::now_utc();
     let now = now
         .replace_nanosecond(now.nanosecond() / 1000 * 1000)
         .unwrap_or(now);
-    let new_at: Vec<OffsetDateTime> = (0..asked.len())
-        .map(|k| now + time::Duration::microseconds(i64::try_from(k).unwrap_or(0)))
-        .collect();
+    let new_at = |k: usize| now + time::Duration::microseconds(i64::try_from(k).unwrap_or(0));
 
-    // A NULL not_before would look at every partition: the epoch does.
+    // A NULL not_before would look at no partition: the epoch looks at all.
     let rows: Vec<Row> = sqlx::query_as(CLAIM)
-        .bind(&ns)
         .bind(col(&|r| r.channel.as_str()))
         .bind(col(&|r| &r.job_id))
         .bind(col(&|r| Provider::for_channel(r.channel).as_str()))
@@ -169,7 +166,7 @@ async fn claim_all(
         .bind(&expires)
         .bind(worker)
         .bind(lease_ms)
-        .bind(&new_at)
+        .bind(now)
         .bind(&keys)
         .fetch_all(pool)
         .await
@@ -184,16 +181,17 @@ async fn claim_all(
             found.insert(n, (at, status, holder, lease_left));
         }
     }
-    for ((&i, n), &new_at) in asked.iter().zip(&ns).zip(&new_at) {
-        let Some((at, status, holder, lease_left)) = found.remove(n) else {
+    for (k, &i) in asked.iter().enumerate() {
+        let n = i32::try_from(k).unwrap_or(i32::MAX);
+        let Some((at, status, holder, lease_left)) = found.remove(&n) else {
             answers[i] = Some(Claim::Granted {
-                claimed_at: new_at,
+                claimed_at: new_at(k),
                 taken_over: None,
             });
             continue;
         };
         answers[i] = Some(match (at, status.as_deref()) {
-            (Some(at), _) if taken.contains(n) => Claim::Granted {
+            (Some(at), _) if taken.contains(&n) => Claim::Granted {
                 claimed_at: at,
                 // None when the claim was given up rather than lapsed.
                 taken_over: holder,
@@ -220,6 +218,66 @@ async fn claim_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deadletter::testdb::TestDb;
+
+    fn request(job: &str) -> ClaimRequest {
+        ClaimRequest {
+            channel: Channel::Sms,
+            job_id: job.to_owned(),
+            recipient: "+919876543210".into(),
+            minted_after: None,
+            replay: false,
+            expires_at: None,
+        }
+    }
+
+    /// The look-up stops an hour past the database clock: a row that a
+    /// worker 50 minutes ahead wrote is still found (here: held by it).
+    #[tokio::test]
+    async fn a_claim_made_by_a_clock_up_to_an_hour_ahead_is_still_found() {
+        let db = TestDb::new().await;
+        let pool = db.store.pool().clone();
+        sqlx::query("INSERT INTO deliveries (job_id, channel, status, claimed_by, lease_until, claimed_at) VALUES ('ahead', 'sms', 'claimed', 'fast-clock', now() + interval '1 minute', now() + interval '50 minutes')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let answers = claim_many(&pool, "b", Duration::from_secs(60), vec![request("ahead")])
+            .await
+            .unwrap();
+        match &answers[..] {
+            [Ok(Claim::Held { by, .. })] => assert_eq!(by, "fast-clock"),
+            other => panic!("the row 50 minutes ahead was not found: {other:?}"),
+        }
+        db.drop().await;
+    }
+
+    /// A claim time more than an hour off the database's is refused, as
+    /// the database's fault, not the row's: by default the job is held,
+    /// where a refused row would be sent unrecorded (perhaps a second time).
+    #[tokio::test]
+    async fn a_claim_time_an_hour_off_the_database_clock_is_refused() {
+        let db = TestDb::new().await;
+        let pool = db.store.pool().clone();
+        for offset in ["2 hours", "-2 hours"] {
+            let e = sqlx::query(
+                "SELECT * FROM deliveries_claim_near('{sms}', '{j}', '{telnxo}', '{x}', '{1970-01-01Z}', '{f}', '{NULL}', 'w', 60000, now() + $1::interval, '{1}')",
+            )
+            .bind(offset)
+            .fetch_all(&pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| LedgerError::sql("claim", &e))
+            .unwrap_err();
+            assert!(!e.about_the_row, "{e}");
+            assert!(e.message.contains("worker's clock"), "{e}");
+        }
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0);
+        db.drop().await;
+    }
 
     #[test]
     fn lock_keys_are_stable_and_tell_channels_apart() {

@@ -30,7 +30,13 @@ use tokio_util::sync::CancellationToken;
 const MAX_BATCH: usize = 500;
 
 /// Claim statements (and, apart, record statements) in flight at once.
-const PARALLEL: usize = 2;
+/// One: the next batch gathers while a statement runs, so batches grow
+/// with the load, and each statement's fixed cost (a round trip, a
+/// commit, the function's start) is shared by more jobs. Measured against
+/// two, (l) 3 alternated pairs: batches of about 70 jobs where about 40,
+/// PostgreSQL 30 us a job where 40, the worker 44 us where 54 (medians);
+/// (c) at K = 2,000 no worse (94-95 % where 92-93 %).
+const PARALLEL: usize = 1;
 
 /// The ledger pool's connections: the statements in flight, the lease
 /// renewal and the partition upkeep.
