@@ -6,6 +6,7 @@ mod channel;
 mod codes;
 mod decode;
 mod job;
+mod message_id;
 mod outcome;
 mod secret;
 
@@ -16,5 +17,6 @@ pub use job::{
     DEFAULT_MAX_BODY_BYTES, EmailAddress, EmailJob, InvalidJob, Job, JobId, MAX_ID_CHARS, Message,
     PhoneNumber, SmsJob, Text,
 };
-pub(crate) use outcome::{Class, classify, error_code, error_message, provider_message_id};
+pub(crate) use message_id::provider_message_id;
+pub(crate) use outcome::{Class, classify, error_code, error_message};
 pub use secret::{ApiKey, KeyError, redact_url};

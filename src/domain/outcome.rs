@@ -53,25 +53,6 @@ pub(crate) fn error_code(body: &str) -> Option<ProviderCode> {
     ProviderCode::parse(code.as_str()?)
 }
 
-/// The provider's id for a sent message, from a 2xx body: `id`,
-/// `message_id`, `messageId` or `data.id` (a string or a number), at most
-/// 256 characters and no control characters, else none.
-pub(crate) fn provider_message_id(body: &str) -> Option<String> {
-    const MAX_CHARS: usize = 256;
-    let value: Value = serde_json::from_str(body).ok()?;
-    let id = ["id", "message_id", "messageId"]
-        .into_iter()
-        .find_map(|k| value.get(k).filter(|v| !v.is_null()))
-        .or_else(|| value.get("data")?.get("id"))?;
-    let id = match id {
-        Value::String(s) => s.trim().to_owned(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
-    (!id.is_empty() && id.chars().count() <= MAX_CHARS && !id.chars().any(char::is_control))
-        .then_some(id)
-}
-
 /// The provider's human message, where the body has one.
 pub(crate) fn error_message(body: &str) -> Option<String> {
     let value: Value = serde_json::from_str(body).ok()?;
@@ -111,31 +92,6 @@ fn auth_reason(status: u16, code: &ProviderCode, message: Option<&str>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn provider_message_id_is_read_from_each_shape_and_bounded() {
-        for body in [
-            r#"{"id":"m1"}"#,
-            r#"{"message_id":"m1"}"#,
-            r#"{"messageId":"m1"}"#,
-            r#"{"data":{"id":"m1"}}"#,
-            r#"{"id":null,"message_id":" m1 "}"#,
-        ] {
-            assert_eq!(provider_message_id(body).as_deref(), Some("m1"), "{body}");
-        }
-        assert_eq!(provider_message_id(r#"{"id":42}"#).as_deref(), Some("42"));
-        let long = format!(r#"{{"id":"{}"}}"#, "x".repeat(257));
-        for body in [
-            "",
-            "not json",
-            "[]",
-            r#"{"id":{}}"#,
-            r#"{"id":"a\u0000b"}"#,
-            &long,
-        ] {
-            assert_eq!(provider_message_id(body), None, "{body}");
-        }
-    }
 
     fn code(body: &str) -> Option<String> {
         error_code(body).map(|c| c.as_str().to_owned())

@@ -113,7 +113,7 @@ async fn claim_all(
 ) -> Result<Vec<Claim>, LedgerError> {
     // A job twice in one batch (two deliveries at once): the first is
     // claimed, the others wait and ask again.
-    let mut first: HashMap<(Channel, &str), usize> = HashMap::new();
+    let mut first: HashMap<(Channel, &str), usize> = HashMap::with_capacity(batch.len());
     let mut answers: Vec<Option<Claim>> = vec![None; batch.len()];
     let mut asked = Vec::with_capacity(batch.len());
     for (n, r) in batch.iter().enumerate() {
