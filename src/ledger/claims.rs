@@ -218,18 +218,7 @@ async fn claim_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deadletter::testdb::TestDb;
-
-    fn request(job: &str) -> ClaimRequest {
-        ClaimRequest {
-            channel: Channel::Sms,
-            job_id: job.to_owned(),
-            recipient: "+919876543210".into(),
-            minted_after: None,
-            replay: false,
-            expires_at: None,
-        }
-    }
+    use crate::{deadletter::testdb::TestDb, ledger::tests::request};
 
     /// The look-up stops an hour past the database clock: a row that a
     /// worker 50 minutes ahead wrote is still found (here: held by it).

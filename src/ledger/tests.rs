@@ -14,7 +14,8 @@ fn policy(lease_ms: u64) -> LedgerPolicy {
     }
 }
 
-fn request(job: &str) -> ClaimRequest {
+/// An SMS job's claim (shared with `claims.rs`'s tests).
+pub(super) fn request(job: &str) -> ClaimRequest {
     ClaimRequest {
         channel: Channel::Sms,
         job_id: job.to_owned(),

@@ -27,6 +27,7 @@ fn provider_message_id_is_read_from_each_shape_and_bounded() {
         r#"{"id":null,"message_id":" m1 "}"#,
         r#"{"\u0069d":"m1","status":"queued"}"#,
         r#"{"id":"m0","id":"m1"}"#,
+        r#"{"id":"m1","data":"not an object"}"#,
     ] {
         assert_eq!(provider_message_id(body).as_deref(), Some("m1"), "{body}");
     }
