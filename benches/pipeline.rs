@@ -1163,12 +1163,13 @@ async fn main() {
             "\n| (l) {n} jobs, instant provider, quorum | relay | worker, ledger off | worker, ledger on | on/off | on/relay |"
         );
         println!("|---|---|---|---|---|---|");
-        let mut runs = Vec::new();
+        let (mut runs, mut floors) = (Vec::new(), Vec::new());
         for _ in 0..sizes.runs {
             let env = Env::new(QueueType::Quorum).await;
             let relay = ledger::run(&env, n, None).await;
             let off = ledger::run(&env, n, Some(&["--ledger", "off"])).await;
             let on = ledger::run(&env, n, Some(&[])).await;
+            floors.push(ledger::floor(&env, n).await);
             env.drop_all().await;
             runs.push([relay, off, on]);
         }
@@ -1215,6 +1216,23 @@ async fn main() {
             m(&broker(1)),
             m(&broker(2)),
         );
+        // Every process's CPU: when each run keeps the cores busy, the
+        // ratio of these is the most the ledger's throughput could be.
+        let all = |i: usize| move |r: &[ledger::Costs; 3]| us(r[i].thrift.machine_per_job);
+        let cores = |i: usize| move |r: &[ledger::Costs; 3]| all(i)(r) * jobs(i)(r) / 1e6;
+        println!(
+            "| machine CPU per job (every process) / cores busy | {:.0} us / {:.2} | {:.0} us / {:.2} | {:.0} us / {:.2} | {:.2} ({}) | {:.2} ({}) |",
+            m(&all(0)),
+            m(&cores(0)),
+            m(&all(1)),
+            m(&cores(1)),
+            m(&all(2)),
+            m(&cores(2)),
+            m(&|r| all(1)(r) / all(2)(r)),
+            list(&|r| all(1)(r) / all(2)(r)),
+            m(&|r| all(0)(r) / all(2)(r)),
+            list(&|r| all(0)(r) / all(2)(r)),
+        );
         println!(
             "| commits / ledger rows inserted / updated per job | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.3} / {:.2} / {:.2} | | |",
             m(&|r| r[0].commits_per_job),
@@ -1235,6 +1253,43 @@ async fn main() {
             m(&|r| r[1].wal_bytes_per_job),
             m(&|r| r[2].wal_syncs_per_job),
             m(&|r| r[2].wal_bytes_per_job),
+        );
+        // Each floor against this run's ledger-off worker: the most on/off
+        // could be if the ledger cost nothing but that database CPU.
+        let fl = |f: &dyn Fn(&ledger::Floor) -> f64| median(floors.iter().map(f).collect());
+        let ceiling = |f: &dyn Fn(&ledger::Floor) -> Duration| -> (f64, String) {
+            let each: Vec<f64> = runs
+                .iter()
+                .zip(&floors)
+                .map(|(r, fl)| {
+                    let off = us(r[1].thrift.machine_per_job);
+                    off / (off + us(f(fl)))
+                })
+                .collect();
+            let list = each
+                .iter()
+                .map(|c| format!("{c:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (median(each), list)
+        };
+        println!(
+            "\n| (l) PostgreSQL alone, {n} jobs, {} a statement, one connection | CPU per job | most on/off could be with only this (ledger off's machine CPU a job, against it plus this) |\n|---|---|---|",
+            ledger::FLOOR_BATCH
+        );
+        let (table, table_each) = ceiling(&|f| f.table);
+        let (bare, bare_each) = ceiling(&|f| f.bare);
+        println!(
+            "| the worker's claim (`deliveries_claim_near`: look-up, locks, insert) | {:.1} us | |",
+            fl(&|f| us(f.claim))
+        );
+        println!(
+            "| one insert and one outcome update a job into `deliveries`, no look-up, no lock | {:.1} us | {table:.2} ({table_each}) |",
+            fl(&|f| us(f.table))
+        );
+        println!(
+            "| the same into a table keyed by (channel, job_id) alone, no other index, no partition | {:.1} us | {bare:.2} ({bare_each}) |",
+            fl(&|f| us(f.bare))
         );
     }
     if run("k") {

@@ -6,6 +6,7 @@
 //! from PostgreSQL's own statistics).
 
 use super::{Env, thrift};
+use sqlx::{Connection, PgConnection};
 use std::time::Duration;
 
 /// One consumer's figures with the database's.
@@ -21,6 +22,146 @@ pub(crate) struct Costs {
     /// (`pg_stat_wal`), so only meaningful with nothing else writing.
     pub(crate) wal_syncs_per_job: f64,
     pub(crate) wal_bytes_per_job: f64,
+}
+
+/// PostgreSQL alone, one connection, nothing else running, jobs in
+/// statements of [`FLOOR_BATCH`]: its CPU per job for
+/// - `claim`: the worker's claim (`deliveries_claim_near`: look-up, lock,
+///   insert);
+/// - `table`: one insert and one outcome update a job into `deliveries`
+///   itself (its partitions and indexes), without the claim's look-up or
+///   lock: what this table costs whoever writes it;
+/// - `bare`: the same into a table keyed by (channel, job_id) alone, no
+///   other index, no partition: the least any ledger keeping a row per
+///   job could ask of the database.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Floor {
+    pub(crate) claim: Duration,
+    pub(crate) table: Duration,
+    pub(crate) bare: Duration,
+}
+
+pub(crate) const FLOOR_BATCH: usize = 128;
+
+/// One insert and one update a job, `FLOOR_BATCH` jobs a statement.
+async fn insert_update(
+    conn: &mut PgConnection,
+    batches: &[Vec<usize>],
+    insert: &str,
+    update: &str,
+) {
+    for batch in batches {
+        let ids: Vec<String> = batch.iter().map(|i| format!("f{i}")).collect();
+        let to: Vec<String> = batch.iter().map(|i| format!("r{i}@example.com")).collect();
+        let keys: Vec<(String, String, time::OffsetDateTime)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(insert.to_owned()))
+                .bind(&ids)
+                .bind(&to)
+                .fetch_all(&mut *conn)
+                .await
+                .expect("floor insert");
+        let (channels, (ids, at)): (Vec<String>, (Vec<String>, Vec<time::OffsetDateTime>)) =
+            keys.into_iter().map(|(c, i, a)| (c, (i, a))).unzip();
+        sqlx::query(sqlx::AssertSqlSafe(update.to_owned()))
+            .bind(&channels)
+            .bind(&ids)
+            .bind(&at)
+            .execute(&mut *conn)
+            .await
+            .expect("floor update");
+    }
+}
+
+pub(crate) async fn floor(env: &Env, n: usize) -> Floor {
+    let mut conn = PgConnection::connect(&env.db_url).await.expect("database");
+    // As the worker's ledger connections (src/ledger/mod.rs, SESSION).
+    for set in [
+        "SET enable_seqscan = off",
+        "SET enable_hashjoin = off",
+        "SET enable_mergejoin = off",
+    ] {
+        sqlx::query(set).execute(&mut conn).await.expect(set);
+    }
+    let batches: Vec<Vec<usize>> = (0..n)
+        .collect::<Vec<_>>()
+        .chunks(FLOOR_BATCH)
+        .map(<[usize]>::to_vec)
+        .collect();
+    let per_job = |d: Duration| d / u32::try_from(n).unwrap_or(u32::MAX);
+    // Rows of the worker's outcome update (src/ledger/records.rs).
+    let outcome = "status = 'sent', attempts = d.attempts + 1, http_status = 200, \
+                   provider_message_id = 'm', error_code = NULL, settled_at = now(), \
+                   lease_until = NULL";
+
+    let before = postgres_cpu();
+    let keys: Vec<i64> = (0..i64::try_from(n).unwrap_or(i64::MAX)).collect();
+    for (batch, keys) in batches.iter().zip(keys.chunks(FLOOR_BATCH)) {
+        let ids: Vec<String> = batch.iter().map(|i| format!("c{i}")).collect();
+        let to: Vec<String> = batch.iter().map(|i| format!("r{i}@example.com")).collect();
+        sqlx::query(
+            "SELECT count(*) FROM deliveries_claim_near(\
+             array_fill('email'::text, ARRAY[cardinality($1::text[])]), $1, \
+             array_fill('migosmtp'::text, ARRAY[cardinality($1)]), $2, \
+             array_fill('epoch'::timestamptz, ARRAY[cardinality($1)]), \
+             array_fill(false, ARRAY[cardinality($1)]), \
+             array_fill(NULL::timestamptz, ARRAY[cardinality($1)]), \
+             'floor', 30000, now(), $3)",
+        )
+        .bind(&ids)
+        .bind(&to)
+        // Sorted and distinct, as the worker's lock keys.
+        .bind(keys)
+        .execute(&mut conn)
+        .await
+        .expect("floor claim");
+    }
+    let claim = per_job(postgres_cpu().saturating_sub(before));
+
+    let before = postgres_cpu();
+    insert_update(
+        &mut conn,
+        &batches,
+        "INSERT INTO deliveries (job_id, channel, provider, status, recipient, claimed_by, \
+         lease_until, claimed_at) \
+         SELECT id, 'email', 'migosmtp', 'claimed', r, 'floor', now() + interval '30 s', \
+                clock_timestamp() FROM unnest($1::text[], $2::text[]) i(id, r) \
+         RETURNING channel, job_id, claimed_at",
+        &format!(
+            "UPDATE deliveries d SET {outcome} \
+             FROM unnest($1::text[], $2::text[], $3::timestamptz[]) i(channel, id, at) \
+             WHERE d.channel = i.channel AND d.job_id = i.id AND d.claimed_at = i.at"
+        ),
+    )
+    .await;
+    let table = per_job(postgres_cpu().saturating_sub(before));
+
+    sqlx::query(
+        "CREATE TABLE floor_bare (channel text, job_id text, status text, attempts int4, \
+         http_status int4, provider_message_id text, error_code text, recipient text, \
+         claimed_by text, lease_until timestamptz, claimed_at timestamptz, \
+         settled_at timestamptz, PRIMARY KEY (channel, job_id)) WITH (fillfactor = 45)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("floor table");
+    let before = postgres_cpu();
+    insert_update(
+        &mut conn,
+        &batches,
+        "INSERT INTO floor_bare (job_id, channel, status, attempts, recipient, claimed_by, \
+         lease_until, claimed_at) \
+         SELECT id, 'email', 'claimed', 0, r, 'floor', now() + interval '30 s', now() \
+         FROM unnest($1::text[], $2::text[]) i(id, r) \
+         RETURNING channel, job_id, claimed_at",
+        &format!(
+            "UPDATE floor_bare d SET {outcome} \
+             FROM unnest($1::text[], $2::text[], $3::timestamptz[]) i(channel, id, at) \
+             WHERE d.channel = i.channel AND d.job_id = i.id"
+        ),
+    )
+    .await;
+    let bare = per_job(postgres_cpu().saturating_sub(before));
+    Floor { claim, table, bare }
 }
 
 fn postgres_cpu() -> Duration {

@@ -96,6 +96,25 @@ pub(crate) fn cpu(pid: u32) -> Duration {
     Duration::from_secs_f64(ticks as f64 / 100.0)
 }
 
+/// Busy CPU of the whole machine so far (every process, every core):
+/// with the per-process figures it shows whether a run was bound by CPU.
+pub(crate) fn machine_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    // `cpu user nice system idle iowait irq softirq steal ...`, in ticks.
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, f)| f.parse::<u64>().unwrap_or(0))
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / 100.0)
+}
+
 pub(crate) fn broker_pid() -> u32 {
     let out = std::process::Command::new("pgrep")
         .args(["-o", "beam.smp"])
@@ -127,6 +146,9 @@ pub(crate) struct Thrift {
     pub(crate) cpu_per_job: Duration,
     /// The broker's CPU per job while it ran.
     pub(crate) broker_per_job: Duration,
+    /// Every process's CPU per job while it ran (the fake provider, the
+    /// database and this benchmark included, the consumer's start-up too).
+    pub(crate) machine_per_job: Duration,
 }
 
 /// `n` pre-published jobs through the relay (`worker` false) or the worker
@@ -148,6 +170,7 @@ pub(crate) async fn run_with(
     publish(env, n).await;
     let broker = broker_pid();
     let broker_before = cpu(broker);
+    let machine_before = machine_cpu();
     let started = Instant::now();
     let (pid, stop): (
         u32,
@@ -184,6 +207,7 @@ pub(crate) async fn run_with(
         fake.count() >= n
     })
     .await;
+    let machine = machine_cpu().saturating_sub(machine_before);
     // The last acks follow the last calls within milliseconds.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let own = cpu(pid);
@@ -204,5 +228,6 @@ pub(crate) async fn run_with(
         jobs_per_sec: n as f64 / took.as_secs_f64(),
         cpu_per_job: own / u32::try_from(n).unwrap_or(u32::MAX),
         broker_per_job: broker_cpu / u32::try_from(n).unwrap_or(u32::MAX),
+        machine_per_job: machine / u32::try_from(n).unwrap_or(u32::MAX),
     }
 }
