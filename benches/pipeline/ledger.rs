@@ -43,18 +43,29 @@ pub(crate) struct Floor {
 
 pub(crate) const FLOOR_BATCH: usize = 128;
 
-/// One insert and one update a job, `FLOOR_BATCH` jobs a statement.
-async fn insert_update(
-    conn: &mut PgConnection,
-    batches: &[Vec<usize>],
-    insert: &str,
-    update: &str,
-) {
+/// One insert and one outcome update a job into `table`, `FLOOR_BATCH`
+/// jobs a statement: PostgreSQL's CPU a job.
+async fn insert_update(conn: &mut PgConnection, batches: &[Vec<usize>], table: &str) -> Duration {
+    let insert = format!(
+        "INSERT INTO {table} (job_id, channel, provider, status, recipient, claimed_by, \
+         lease_until, claimed_at) \
+         SELECT id, 'email', 'migosmtp', 'claimed', r, 'floor', now() + interval '30 s', \
+                clock_timestamp() FROM unnest($1::text[], $2::text[]) i(id, r) \
+         RETURNING channel, job_id, claimed_at"
+    );
+    // The columns of the worker's outcome update (src/ledger/records.rs).
+    let update = format!(
+        "UPDATE {table} d SET status = 'sent', attempts = d.attempts + 1, http_status = 200, \
+         provider_message_id = 'm', error_code = NULL, settled_at = now(), lease_until = NULL \
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[]) i(channel, id, at) \
+         WHERE d.channel = i.channel AND d.job_id = i.id AND d.claimed_at = i.at"
+    );
+    let before = postgres_cpu();
     for batch in batches {
         let ids: Vec<String> = batch.iter().map(|i| format!("f{i}")).collect();
         let to: Vec<String> = batch.iter().map(|i| format!("r{i}@example.com")).collect();
         let keys: Vec<(String, String, time::OffsetDateTime)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(insert.to_owned()))
+            sqlx::query_as(sqlx::AssertSqlSafe(insert.clone()))
                 .bind(&ids)
                 .bind(&to)
                 .fetch_all(&mut *conn)
@@ -62,7 +73,7 @@ async fn insert_update(
                 .expect("floor insert");
         let (channels, (ids, at)): (Vec<String>, (Vec<String>, Vec<time::OffsetDateTime>)) =
             keys.into_iter().map(|(c, i, a)| (c, (i, a))).unzip();
-        sqlx::query(sqlx::AssertSqlSafe(update.to_owned()))
+        sqlx::query(sqlx::AssertSqlSafe(update.clone()))
             .bind(&channels)
             .bind(&ids)
             .bind(&at)
@@ -70,6 +81,8 @@ async fn insert_update(
             .await
             .expect("floor update");
     }
+    let jobs: usize = batches.iter().map(Vec::len).sum();
+    postgres_cpu().saturating_sub(before) / u32::try_from(jobs).unwrap_or(u32::MAX)
 }
 
 pub(crate) async fn floor(env: &Env, n: usize) -> Floor {
@@ -88,11 +101,6 @@ pub(crate) async fn floor(env: &Env, n: usize) -> Floor {
         .map(<[usize]>::to_vec)
         .collect();
     let per_job = |d: Duration| d / u32::try_from(n).unwrap_or(u32::MAX);
-    // Rows of the worker's outcome update (src/ledger/records.rs).
-    let outcome = "status = 'sent', attempts = d.attempts + 1, http_status = 200, \
-                   provider_message_id = 'm', error_code = NULL, settled_at = now(), \
-                   lease_until = NULL";
-
     let before = postgres_cpu();
     let keys: Vec<i64> = (0..i64::try_from(n).unwrap_or(i64::MAX)).collect();
     for (batch, keys) in batches.iter().zip(keys.chunks(FLOOR_BATCH)) {
@@ -117,50 +125,18 @@ pub(crate) async fn floor(env: &Env, n: usize) -> Floor {
     }
     let claim = per_job(postgres_cpu().saturating_sub(before));
 
-    let before = postgres_cpu();
-    insert_update(
-        &mut conn,
-        &batches,
-        "INSERT INTO deliveries (job_id, channel, provider, status, recipient, claimed_by, \
-         lease_until, claimed_at) \
-         SELECT id, 'email', 'migosmtp', 'claimed', r, 'floor', now() + interval '30 s', \
-                clock_timestamp() FROM unnest($1::text[], $2::text[]) i(id, r) \
-         RETURNING channel, job_id, claimed_at",
-        &format!(
-            "UPDATE deliveries d SET {outcome} \
-             FROM unnest($1::text[], $2::text[], $3::timestamptz[]) i(channel, id, at) \
-             WHERE d.channel = i.channel AND d.job_id = i.id AND d.claimed_at = i.at"
-        ),
-    )
-    .await;
-    let table = per_job(postgres_cpu().saturating_sub(before));
-
+    let table = insert_update(&mut conn, &batches, "deliveries").await;
     sqlx::query(
-        "CREATE TABLE floor_bare (channel text, job_id text, status text, attempts int4, \
-         http_status int4, provider_message_id text, error_code text, recipient text, \
-         claimed_by text, lease_until timestamptz, claimed_at timestamptz, \
-         settled_at timestamptz, PRIMARY KEY (channel, job_id)) WITH (fillfactor = 45)",
+        "CREATE TABLE floor_bare (channel text, job_id text, provider text, status text, \
+         attempts int4 NOT NULL DEFAULT 0, http_status int4, provider_message_id text, \
+         error_code text, recipient text, claimed_by text, lease_until timestamptz, \
+         claimed_at timestamptz, settled_at timestamptz, PRIMARY KEY (channel, job_id)) \
+         WITH (fillfactor = 45)",
     )
     .execute(&mut conn)
     .await
     .expect("floor table");
-    let before = postgres_cpu();
-    insert_update(
-        &mut conn,
-        &batches,
-        "INSERT INTO floor_bare (job_id, channel, status, attempts, recipient, claimed_by, \
-         lease_until, claimed_at) \
-         SELECT id, 'email', 'claimed', 0, r, 'floor', now() + interval '30 s', now() \
-         FROM unnest($1::text[], $2::text[]) i(id, r) \
-         RETURNING channel, job_id, claimed_at",
-        &format!(
-            "UPDATE floor_bare d SET {outcome} \
-             FROM unnest($1::text[], $2::text[], $3::timestamptz[]) i(channel, id, at) \
-             WHERE d.channel = i.channel AND d.job_id = i.id"
-        ),
-    )
-    .await;
-    let bare = per_job(postgres_cpu().saturating_sub(before));
+    let bare = insert_update(&mut conn, &batches, "floor_bare").await;
     Floor { claim, table, bare }
 }
 
